@@ -1,0 +1,43 @@
+// The Python extension module quantcore._C. Importing it loads this shared
+// library, whose static initialisers register the torch.ops.quantcore.* ops;
+// the functions below expose the CPU kernel dispatch for tests and benchmarks.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <vector>
+
+#include "cpu_features.h"
+#include "qgemm.h"
+#include "status.h"
+
+namespace py = pybind11;
+namespace k = quantcore::kernels;
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "quantcore C++ core: kernels and torch.ops.quantcore registrations";
+  py::register_exception<k::KernelError>(m, "KernelError", PyExc_ValueError);
+
+  m.def("cpu_isa", [] { return std::string(k::isa_name(k::active_isa())); },
+        "Instruction set the CPU kernels use now.");
+  m.def("best_cpu_isa", [] { return std::string(k::isa_name(k::best_supported_isa())); },
+        "Best instruction set this CPU supports.");
+  m.def("supported_cpu_isas", [] {
+    std::vector<std::string> out;
+    for (k::Isa isa : {k::Isa::kScalar, k::Isa::kAvx2, k::Isa::kAvx512, k::Isa::kAvx512Bf16})
+      if (k::isa_supported(isa)) out.emplace_back(k::isa_name(isa));
+    return out;
+  });
+  m.def("set_cpu_isa", [](const std::string& name) { k::set_isa_override(k::parse_isa(name)); },
+        py::arg("name"), "Force the CPU kernels to one instruction set (tests, benchmarks).");
+  m.def("qgemm_path", [](int64_t M, int64_t K, int bits, int64_t group_size, const std::string& x_dtype) {
+    k::QGemmProblem p;
+    p.M = M;
+    p.K = K;
+    p.bits = bits;
+    p.group_size = group_size;
+    const k::DType t = x_dtype == "bfloat16" ? k::DType::kBF16 : x_dtype == "float16" ? k::DType::kF16 : k::DType::kF32;
+    return std::string(k::qgemm_path_name(k::qgemm_choose_path(p, k::active_isa(), t)));
+  }, "Kernel path quantcore.qlinear takes for this problem on this CPU.");
+  m.def("force_qgemm_path", &k::qgemm_force_path, py::arg("name"),
+        "Force a qlinear kernel path (rows_f32, rows_bf16, tiles_bf16) or 'auto'.");
+}

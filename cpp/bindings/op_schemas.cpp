@@ -1,0 +1,20 @@
+// The operator schemas of torch.ops.quantcore, declared once. Backends register
+// implementations in ops_*.cpp; fake (meta) implementations live in
+// python/quantcore/_fake_ops.py so torch.compile can trace through them.
+#include <torch/library.h>
+
+TORCH_LIBRARY(quantcore, m) {
+  // Packs int8/uint8 codes (last dim) into uint8 (word_bits=8) or int32 words.
+  m.def("pack(Tensor codes, int bits, int word_bits) -> Tensor");
+  // Inverse of pack; returns int8 when signed else uint8.
+  m.def("unpack(Tensor packed, int bits, bool signed) -> Tensor");
+  // Round-to-nearest quantization of a 2-D weight. group_size: >0 group,
+  // -1 per row (channel), 0 per tensor. Returns (codes uint8, scales, zeros uint8).
+  m.def(
+      "rtn_quantize(Tensor weight, int bits, int group_size, bool symmetric, bool mse_clip, "
+      "int clip_grid, float clip_max_shrink, ScalarType scale_dtype) -> (Tensor, Tensor, Tensor)");
+  // y = x @ dequant(W)^T + bias for packed int32 weights [N, K*bits/32].
+  m.def(
+      "qlinear(Tensor x, Tensor qweight, Tensor scales, Tensor? zeros, Tensor? bias, int bits, "
+      "int group_size) -> Tensor");
+}

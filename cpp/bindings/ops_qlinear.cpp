@@ -1,0 +1,97 @@
+// CPU implementation of quantcore::qlinear: argument checks, then the two
+// kernel phases (activation preparation, output columns) on ATen's thread pool.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "cpu_features.h"
+#include "qgemm.h"
+#include "tensor_checks.h"
+
+namespace quantcore::bindings {
+namespace {
+
+at::Tensor qlinear_cpu(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scales,
+                       const std::optional<at::Tensor>& zeros, const std::optional<at::Tensor>& bias,
+                       int64_t bits, int64_t group_size) {
+  constexpr const char* op = "quantcore.qlinear";
+  TORCH_CHECK_VALUE(bits == 4 || bits == 8, op, ": the CPU kernels support bits 4 and 8, got ", bits);
+  check_cpu(x, op, "x");
+  check_cpu(qweight, op, "qweight");
+  check_cpu(scales, op, "scales");
+  check_float(x, op, "x");
+  check_dtype(qweight, at::kInt, op, "qweight");
+  check_float(scales, op, "scales");
+  check_contiguous(x, op, "x");
+  check_contiguous(qweight, op, "qweight");
+  TORCH_CHECK_VALUE(qweight.dim() == 2 && qweight.numel() > 0, op,
+                    ": qweight must be a non-empty 2-D int32 tensor [N, K*bits/32]");
+  const int64_t N = qweight.size(0);
+  const int64_t K = qweight.size(1) * 32 / bits;
+  TORCH_CHECK_VALUE(x.dim() >= 1 && x.size(-1) == K, op, ": x has ", x.size(-1),
+                    " input features but the packed weight holds ", K);
+  const int64_t gs = group_size == -1 ? K : group_size;
+  TORCH_CHECK_VALUE(gs > 0 && K % gs == 0, op, ": group_size ", group_size,
+                    " must divide K = ", K, " (or be -1 for per channel)");
+  const int64_t G = K / gs;
+  TORCH_CHECK_VALUE(scales.dim() == 2 && scales.size(0) == N && scales.size(1) == G, op,
+                    ": scales must be [", N, ", ", G, "], got ", scales.sizes());
+  at::Tensor scales_f32 = scales.to(at::kFloat).contiguous();
+  at::Tensor zeros_u8;
+  if (zeros.has_value()) {
+    check_cpu(*zeros, op, "zeros");
+    check_dtype(*zeros, at::kByte, op, "zeros");
+    TORCH_CHECK_VALUE(zeros->dim() == 2 && zeros->size(0) == N && zeros->size(1) == G, op,
+                      ": zeros must be [", N, ", ", G, "], got ", zeros->sizes());
+    zeros_u8 = zeros->contiguous();
+  }
+  at::Tensor bias_f32;
+  if (bias.has_value()) {
+    check_cpu(*bias, op, "bias");
+    check_float(*bias, op, "bias");
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == N, op, ": bias must have shape [", N,
+                      "], got ", bias->sizes());
+    bias_f32 = bias->to(at::kFloat).contiguous();
+  }
+
+  auto out_sizes = x.sizes().vec();
+  out_sizes.back() = N;
+  at::Tensor y = at::empty(out_sizes, x.options());
+  const int64_t M = x.numel() / K;
+  if (M == 0) return y;
+
+  kernels::QGemmProblem p;
+  p.M = M;
+  p.N = N;
+  p.K = K;
+  p.bits = int(bits);
+  p.group_size = gs;
+  p.qweight = static_cast<const uint8_t*>(qweight.data_ptr());
+  p.scales = scales_f32.data_ptr<float>();
+  p.zeros = zeros_u8.defined() ? zeros_u8.data_ptr<uint8_t>() : nullptr;
+  p.bias = bias_f32.defined() ? bias_f32.data_ptr<float>() : nullptr;
+  const kernels::Isa isa = kernels::active_isa();
+  const kernels::DType xt = kernel_dtype(x.scalar_type());
+
+  run_kernel(op, [&] {
+    kernels::qgemm_validate(p);
+    const kernels::QGemmPath path = kernels::qgemm_choose_path(p, isa, xt);
+    at::Tensor ws = at::empty({int64_t(kernels::qgemm_workspace_bytes(p, path))},
+                              x.options().dtype(at::kByte));
+    void* wsp = ws.data_ptr();
+    at::parallel_for(0, M, std::max<int64_t>(1, 16384 / K), [&](int64_t b, int64_t e) {
+      kernels::qgemm_prepare(p, path, x.data_ptr(), xt, wsp, b, e);
+    });
+    const int64_t block = kernels::qgemm_column_block(path);
+    at::parallel_for(0, (N + block - 1) / block, 1, [&](int64_t b, int64_t e) {
+      kernels::qgemm_compute(p, isa, path, wsp, y.data_ptr(), xt, b * block, std::min(N, e * block));
+    });
+  });
+  return y;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(quantcore, CPU, m) { m.impl("qlinear", &qlinear_cpu); }
+
+}  // namespace quantcore::bindings

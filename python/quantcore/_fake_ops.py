@@ -1,0 +1,56 @@
+"""Fake (meta) implementations of torch.ops.quantcore.*, so the ops work on meta
+tensors, under FakeTensorMode and inside ``torch.compile`` graphs.
+
+They compute output shapes and dtypes only, mirroring the C++ shape rules.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+@torch.library.register_fake("quantcore::pack")
+def _pack_fake(codes: torch.Tensor, bits: int, word_bits: int) -> torch.Tensor:
+    _check(word_bits in (8, 32), "quantcore.pack: word_bits must be 8 or 32")
+    _check(2 <= bits <= 8, "quantcore.pack: bits must be in [2, 8]")
+    cols = codes.shape[-1]
+    _check((cols * bits) % word_bits == 0, "quantcore.pack: rows must fill whole words")
+    dtype = torch.uint8 if word_bits == 8 else torch.int32
+    return codes.new_empty((*codes.shape[:-1], cols * bits // word_bits), dtype=dtype)
+
+
+@torch.library.register_fake("quantcore::unpack")
+def _unpack_fake(packed: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
+    word_bits = 8 if packed.dtype == torch.uint8 else 32
+    row_bits = packed.shape[-1] * word_bits
+    _check(row_bits % bits == 0, "quantcore.unpack: rows must hold whole codes")
+    dtype = torch.int8 if signed else torch.uint8
+    return packed.new_empty((*packed.shape[:-1], row_bits // bits), dtype=dtype)
+
+
+@torch.library.register_fake("quantcore::rtn_quantize")
+def _rtn_quantize_fake(weight, bits, group_size, symmetric, mse_clip, clip_grid, clip_max_shrink,
+                       scale_dtype):
+    _check(weight.dim() == 2, "quantcore.rtn_quantize: weight must be 2-D")
+    rows, cols = weight.shape
+    if group_size == 0:
+        grid = (1, 1)
+    else:
+        gs = cols if group_size == -1 else group_size
+        _check(cols % gs == 0, "quantcore.rtn_quantize: group_size must divide the columns")
+        grid = (rows, cols // gs)
+    codes = weight.new_empty((rows, cols), dtype=torch.uint8)
+    return codes, weight.new_empty(grid, dtype=scale_dtype), weight.new_empty(grid, dtype=torch.uint8)
+
+
+@torch.library.register_fake("quantcore::qlinear")
+def _qlinear_fake(x, qweight, scales, zeros, bias, bits, group_size):
+    _check(bits in (4, 8), "quantcore.qlinear: bits must be 4 or 8")
+    k = qweight.shape[1] * 32 // bits
+    _check(x.shape[-1] == k, f"quantcore.qlinear: x has {x.shape[-1]} features, weight holds {k}")
+    return x.new_empty((*x.shape[:-1], qweight.shape[0]))

@@ -1,0 +1,207 @@
+"""``quantize_``: replace a model's linear layers by ``QuantLinear`` in place."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ._targets import find_targets, replace_module
+from .config import QuantConfig, RTNConfig
+from .nn.quant_linear import QuantLinear, linear_weight
+
+__all__ = ["quantize_", "QuantizationReport", "LayerReport", "model_bytes"]
+
+
+@dataclass
+class LayerReport:
+    name: str
+    in_features: int
+    out_features: int
+    bits: int
+    group_size: int
+    bytes_before: int
+    bytes_after: int
+    rel_error: float  # ||W - dequant(Q)||_F / ||W||_F
+
+
+@dataclass
+class QuantizationReport:
+    """What ``quantize_`` did: per-layer sizes and errors, totals, time."""
+
+    method: str
+    config: Dict[str, Any]
+    layers: List[LayerReport] = field(default_factory=list)
+    skipped: List[str] = field(default_factory=list)
+    model_bytes_before: int = 0
+    model_bytes_after: int = 0
+    seconds: float = 0.0
+
+    @property
+    def bytes_before(self) -> int:
+        return sum(layer.bytes_before for layer in self.layers)
+
+    @property
+    def bytes_after(self) -> int:
+        return sum(layer.bytes_after for layer in self.layers)
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Average bits per quantized weight (codes + scales + zeros; bias excluded)."""
+        n = sum(layer.in_features * layer.out_features for layer in self.layers)
+        return 8.0 * sum(layer.bytes_after for layer in self.layers) / n if n else 0.0
+
+    @property
+    def compression(self) -> float:
+        return self.model_bytes_before / self.model_bytes_after if self.model_bytes_after else 0.0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "method": self.method, "config": self.config, "seconds": self.seconds,
+            "model_bytes_before": self.model_bytes_before, "model_bytes_after": self.model_bytes_after,
+            "bits_per_weight": self.bits_per_weight, "skipped": self.skipped,
+            "layers": [vars(layer) for layer in self.layers],
+        }
+
+    def __str__(self) -> str:
+        mb = 1024 * 1024
+        worst = max(self.layers, key=lambda layer: layer.rel_error, default=None)
+        lines = [
+            f"quantcore {self.method}: {len(self.layers)} layers quantized, {len(self.skipped)} kept in float"
+            f" ({', '.join(self.skipped[:3])}{'...' if len(self.skipped) > 3 else ''})" if self.skipped else
+            f"quantcore {self.method}: {len(self.layers)} layers quantized",
+            f"  model size   {self.model_bytes_before / mb:9.2f} MiB -> {self.model_bytes_after / mb:9.2f} MiB"
+            f"  ({self.compression:.2f}x smaller)",
+            f"  linear size  {self.bytes_before / mb:9.2f} MiB -> {self.bytes_after / mb:9.2f} MiB"
+            f"  at {self.bits_per_weight:.3f} bits/weight",
+            f"  time         {self.seconds:9.2f} s",
+        ]
+        if worst is not None:
+            mean = sum(layer.rel_error for layer in self.layers) / len(self.layers)
+            lines.append(f"  weight error mean {mean:.4f}, worst {worst.rel_error:.4f} ({worst.name})")
+        return "\n".join(lines)
+
+
+def model_bytes(model: nn.Module) -> int:
+    """Bytes of all parameters and persistent buffers (shared tensors counted once)."""
+    seen, total = set(), 0
+    for t in list(model.parameters()) + [b for b in model.state_dict(keep_vars=True).values()]:
+        if t is None or id(t) in seen:
+            continue
+        seen.add(id(t))
+        total += t.numel() * t.element_size()
+    return total
+
+
+def _check_layer(name: str, module: nn.Module, config: QuantConfig) -> Optional[str]:
+    w = linear_weight(module)
+    out_f, in_f = w.shape
+    if w.numel() == 0:
+        return f"{name}: empty weight {tuple(w.shape)}"
+    if config.group_size > 0 and in_f % config.group_size:
+        return f"{name}: in_features {in_f} is not divisible by group_size {config.group_size}"
+    if (in_f * config.bits) % 32:
+        return f"{name}: in_features {in_f} x {config.bits} bits does not fill whole int32 words"
+    if not w.dtype.is_floating_point:
+        return f"{name}: weight dtype {w.dtype} is not floating point"
+    if not bool(torch.isfinite(w).all()):
+        return f"{name}: weight contains NaN or Inf"
+    return None
+
+
+def quantize_(
+    model: nn.Module,
+    config: QuantConfig,
+    *,
+    include: Optional[Sequence[str]] = None,
+    exclude: Optional[Sequence[str]] = None,
+    skip_output_embeddings: bool = True,
+    progress: bool = True,
+    **method_inputs: Any,
+) -> QuantizationReport:
+    """Quantize ``model`` in place: each ``nn.Linear`` / ``Conv1D`` becomes a ``QuantLinear``.
+
+    Args:
+        model: any ``nn.Module``; Hugging Face models are the main use.
+        config: a method config, e.g. ``RTNConfig(bits=4, group_size=128)``.
+        include / exclude: module-name patterns (globs such as ``"*.mlp.*"``, or
+            ``"re:<regex>"``). Only ``include`` matches are quantized when given.
+        skip_output_embeddings: keep ``lm_head`` (the logits layer) in float
+            unless ``include`` names it.
+        progress: show a tqdm progress bar.
+
+    Every target layer is checked (shapes vs group size, NaN/Inf) before any is
+    replaced, so a failing call leaves the model untouched.
+
+    >>> import torch, quantcore
+    >>> model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
+    >>> report = quantcore.quantize_(model, quantcore.RTNConfig(bits=8, group_size=32), progress=False)
+    >>> type(model[0]).__name__, len(report.layers)
+    ('QuantLinear', 2)
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(config, QuantConfig):
+        raise TypeError(f"config must be a quantcore config such as RTNConfig, got {type(config).__name__}")
+    if type(config) is not RTNConfig:
+        raise ValueError(f"quantize_ does not support {type(config).__name__} yet")
+    if method_inputs:
+        raise TypeError(f"unexpected arguments for {config.method}: {sorted(method_inputs)}")
+
+    start = time.perf_counter()
+    targets, skipped = find_targets(model, include, exclude, skip_output_embeddings)
+    if not targets:
+        raise ValueError("the model has no nn.Linear or Conv1D layers to quantize"
+                         + (" after include/exclude filtering" if include or exclude else ""))
+    problems = [p for p in (_check_layer(n, m, config) for n, m in targets) if p]
+    if problems:
+        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+        raise ValueError("cannot quantize:\n  " + "\n  ".join(problems[:10]) + more)
+
+    report = QuantizationReport(method=config.method, config=config.to_dict(), skipped=skipped,
+                                model_bytes_before=model_bytes(model))
+    replacements = []
+    with torch.no_grad():
+        for name, module in tqdm(targets, desc=f"quantcore {config.method}", disable=not progress,
+                                 unit="layer"):
+            try:
+                qlayer = QuantLinear.from_linear(module, config)
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from e
+            w = linear_weight(module).detach().float()
+            err = torch.linalg.vector_norm(qlayer.dequantize(torch.float32).to(w.device) - w)
+            rel = float(err / torch.linalg.vector_norm(w).clamp_min(1e-30))
+            report.layers.append(LayerReport(
+                name=name, in_features=qlayer.in_features, out_features=qlayer.out_features,
+                bits=qlayer.bits, group_size=qlayer.group_size,
+                bytes_before=sum(p.numel() * p.element_size() for p in module.parameters(recurse=False)),
+                bytes_after=qlayer.storage_bytes(), rel_error=rel))
+            replacements.append((name, qlayer))
+    for name, qlayer in replacements:
+        replace_module(model, name, qlayer)
+    _untie_quantized_heads(model, {name for name, _ in replacements})
+    _record_quantization(model, config, replacements)
+    report.model_bytes_after = model_bytes(model)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _untie_quantized_heads(model: nn.Module, quantized: set) -> None:
+    # A quantized lm_head can no longer share the embedding matrix.
+    config = getattr(model, "config", None)
+    get = getattr(model, "get_output_embeddings", None)
+    if config is not None and callable(get) and isinstance(get(), QuantLinear):
+        if getattr(config, "tie_word_embeddings", False):
+            config.tie_word_embeddings = False
+
+
+def _record_quantization(model: nn.Module, config: QuantConfig, replacements) -> None:
+    # save_quantized writes the method's settings into config.json; the layers
+    # themselves are described from the QuantLinear modules at save time.
+    methods = dict(getattr(model, "_quantcore_configs", {}) or {})
+    methods[config.method] = config.to_dict()
+    model._quantcore_configs = methods

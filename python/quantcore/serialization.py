@@ -1,0 +1,230 @@
+"""Saving and loading quantized models (quantcore's own format).
+
+A saved directory holds ``model.safetensors`` (every tensor of the state dict,
+packed codes included, shared tensors once), ``config.json`` (the model config
+plus a ``quantization_config`` describing each ``QuantLinear``), and for
+Hugging Face models the tokenizer and generation files. Directories are
+written next to the target and renamed into place, so a crash never leaves a
+half-written model under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+from safetensors.torch import load_file, save_model
+from torch import nn
+
+from ._targets import replace_module
+from .config import dtype_from_name
+from .nn.quant_linear import QuantLinear
+
+__all__ = ["save_quantized", "load_quantized", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+QUANT_METHOD = "quantcore"
+# Files copied from the source model directory when no tokenizer object is given.
+_SIDE_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+    "tokenizer.model", "added_tokens.json", "chat_template.jinja", "chat_template.json",
+    "generation_config.json",
+)
+
+PathLike = Union[str, os.PathLike]
+
+
+def _quantization_config(model: nn.Module) -> Dict[str, Any]:
+    modules = {}
+    for name, m in model.named_modules():
+        if isinstance(m, QuantLinear):
+            modules[name] = {
+                "in_features": m.in_features, "out_features": m.out_features, "bits": m.bits,
+                "group_size": m.group_size, "sym": m.sym, "bias": m.bias is not None,
+                "scale_dtype": str(m.scales.dtype).replace("torch.", ""),
+            }
+    if not modules:
+        raise ValueError("the model has no QuantLinear layers: run quantcore.quantize_ first")
+    return {
+        "quant_method": QUANT_METHOD,
+        "format_version": FORMAT_VERSION,
+        "methods": getattr(model, "_quantcore_configs", {}),
+        "modules": modules,
+    }
+
+
+def _write_tree(final: Path, overwrite: bool, fill) -> None:
+    """Create ``final`` atomically: fill a sibling temp dir, then rename it into place."""
+    final = final.resolve()
+    if final.exists():
+        if not overwrite:
+            raise FileExistsError(f"{final} exists; pass overwrite=True to replace it")
+        if not final.is_dir():
+            raise NotADirectoryError(f"{final} exists and is not a directory")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        fill(tmp)
+        if final.exists():
+            trash = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(final, trash)
+            os.rename(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save_quantized(
+    model: nn.Module,
+    out_dir: PathLike,
+    *,
+    tokenizer: Any = None,
+    overwrite: bool = False,
+) -> Path:
+    """Save a quantized model to ``out_dir`` (safetensors + ``config.json``).
+
+    Hugging Face models get their config (with ``quantization_config``),
+    generation config and tokenizer files (from ``tokenizer`` if given, else
+    copied from the directory the model was loaded from). Refuses to replace an
+    existing directory unless ``overwrite=True``. Returns the directory path.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    qconfig = _quantization_config(model)
+    out = Path(out_dir)
+
+    def fill(tmp: Path) -> None:
+        save_model(model, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "quantcore": str(FORMAT_VERSION)})
+        hf_config = getattr(model, "config", None)
+        if hf_config is not None and hasattr(hf_config, "to_dict"):
+            cfg = hf_config.to_dict()
+        else:
+            cfg = {}
+        cfg["quantization_config"] = qconfig
+        with open(tmp / CONFIG_NAME, "w") as f:
+            json.dump(cfg, f, indent=2, sort_keys=True, default=str)
+        gen = getattr(model, "generation_config", None)
+        if gen is not None and hasattr(gen, "save_pretrained"):
+            gen.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        else:
+            src = getattr(hf_config, "_name_or_path", None) if hf_config is not None else None
+            if src and os.path.isdir(src):
+                for fname in _SIDE_FILES:
+                    if os.path.isfile(os.path.join(src, fname)) and not (tmp / fname).exists():
+                        shutil.copy2(os.path.join(src, fname), tmp / fname)
+
+    _write_tree(out, overwrite, fill)
+    return out.resolve()
+
+
+def _read_quant_config(path: Path) -> Dict[str, Any]:
+    cfg_file = path / CONFIG_NAME
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{cfg_file} not found: not a saved quantcore model")
+    with open(cfg_file) as f:
+        cfg = json.load(f)
+    qcfg = cfg.get("quantization_config")
+    if not isinstance(qcfg, dict) or qcfg.get("quant_method") != QUANT_METHOD:
+        method = qcfg.get("quant_method") if isinstance(qcfg, dict) else None
+        raise ValueError(f"{cfg_file} has no quantcore quantization_config (quant_method={method!r})")
+    if qcfg.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{path} was written by a newer quantcore (format {qcfg['format_version']})")
+    return cfg
+
+
+def _build_hf_model(path: Path, cfg: Dict[str, Any], dtype: Optional[torch.dtype]) -> nn.Module:
+    try:
+        import transformers
+    except ImportError as e:  # pragma: no cover - transformers is a test dependency
+        raise ImportError("loading a Hugging Face model needs `pip install transformers`") from e
+    archs = cfg.get("architectures") or []
+    cls = getattr(transformers, archs[0], None) if archs else None
+    if cls is None:
+        raise ValueError(f"cannot tell which model class to build from {path / CONFIG_NAME} "
+                         f"(architectures={archs!r}); pass model= to load_quantized")
+    hf_config = transformers.AutoConfig.from_pretrained(str(path))
+    if hasattr(hf_config, "quantization_config"):
+        del hf_config.quantization_config  # ours, not a transformers quantizer
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers < 5
+        from transformers.modeling_utils import no_init_weights
+    if dtype is None:
+        dtype = getattr(hf_config, "torch_dtype", None) or getattr(hf_config, "dtype", None) or torch.float32
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+    with no_init_weights():
+        model = cls._from_config(hf_config, torch_dtype=dtype)
+    model.eval()
+    return model
+
+
+def load_quantized(
+    path: PathLike,
+    *,
+    model: Optional[nn.Module] = None,
+    device: Union[str, torch.device] = "cpu",
+    dtype: Optional[torch.dtype] = None,
+) -> nn.Module:
+    """Load a directory written by :func:`save_quantized`.
+
+    Hugging Face models are rebuilt from ``config.json``; for any other model
+    pass ``model=`` an instance of the float architecture (its weights are
+    replaced). Quantized layers come back as ``QuantLinear`` with identical
+    buffers, so outputs equal those of the model that was saved.
+    """
+    path = Path(path)
+    cfg = _read_quant_config(path)
+    weights = path / WEIGHTS_NAME
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} not found")
+    if model is None:
+        model = _build_hf_model(path, cfg, dtype)
+    elif not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    qcfg = cfg["quantization_config"]
+    for name, spec in qcfg["modules"].items():
+        try:
+            original = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"{path}: quantized layer {name!r} does not exist in the model") from None
+        weight = getattr(original, "weight", None)
+        bias_dtype = weight.dtype if isinstance(weight, torch.Tensor) and weight.is_floating_point() else (
+            dtype or torch.float32)
+        layer = QuantLinear(
+            spec["in_features"], spec["out_features"], bits=spec["bits"], group_size=spec["group_size"],
+            sym=spec["sym"], bias=spec["bias"], scale_dtype=dtype_from_name(spec["scale_dtype"]),
+            dtype=bias_dtype)
+        replace_module(model, name, layer)
+    state = load_file(str(weights))
+    # Buffers (the bias) follow the model's dtype like nn.Linear's would.
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    missing = [k for k in missing if k not in tied and not _is_tied_alias(model, k)]
+    if missing or unexpected:
+        raise ValueError(f"{path}: checkpoint does not match the model: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    if hasattr(model, "tie_weights") and getattr(getattr(model, "config", None), "tie_word_embeddings", False):
+        model.tie_weights()
+    model._quantcore_configs = qcfg.get("methods", {})
+    return model.to(device)
+
+
+def _is_tied_alias(model: nn.Module, key: str) -> bool:
+    # safetensors.save_model drops one name of each shared tensor; the model
+    # re-ties it (lm_head.weight = embed_tokens.weight).
+    config = getattr(model, "config", None)
+    return bool(getattr(config, "tie_word_embeddings", False)) and key.endswith("lm_head.weight")

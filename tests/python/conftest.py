@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny Hugging Face models built from configs (no downloads)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import quantcore  # noqa: E402
+
+
+def _tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    return LlamaForCausalLM(cfg)
+
+
+def _tiny_qwen2():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    return Qwen2ForCausalLM(cfg)
+
+
+def _tiny_gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(vocab_size=256, n_embd=64, n_layer=2, n_head=4, n_positions=128)
+    return GPT2LMHeadModel(cfg)
+
+
+TINY_MODELS = {"llama": _tiny_llama, "qwen2": _tiny_qwen2, "gpt2": _tiny_gpt2}
+
+
+@pytest.fixture(params=sorted(TINY_MODELS))
+def tiny_model(request):
+    """(name, model) for each tiny architecture, seeded and in eval mode."""
+    torch.manual_seed(0)
+    return request.param, TINY_MODELS[request.param]().eval()
+
+
+def make_tiny(name: str):
+    torch.manual_seed(0)
+    return TINY_MODELS[name]().eval()
+
+
+@pytest.fixture
+def input_ids():
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(0, 256, (2, 24), generator=g)
+
+
+@pytest.fixture(params=quantcore._C.supported_cpu_isas())
+def cpu_isa(request):
+    """Runs the test once per instruction set this CPU supports."""
+    quantcore.set_cpu_isa(request.param)
+    yield request.param
+    quantcore.set_cpu_isa(quantcore._C.best_cpu_isa())
