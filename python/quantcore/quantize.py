@@ -26,6 +26,7 @@ class LayerReport:
     group_size: int
     bytes_before: int
     bytes_after: int
+    bits_per_weight: float  # codes + scales + zero points, bias excluded
     rel_error: float  # ||W - dequant(Q)||_F / ||W||_F
 
 
@@ -53,7 +54,8 @@ class QuantizationReport:
     def bits_per_weight(self) -> float:
         """Average bits per quantized weight (codes + scales + zeros; bias excluded)."""
         n = sum(layer.in_features * layer.out_features for layer in self.layers)
-        return 8.0 * sum(layer.bytes_after for layer in self.layers) / n if n else 0.0
+        bits = sum(layer.bits_per_weight * layer.in_features * layer.out_features for layer in self.layers)
+        return bits / n if n else 0.0
 
     @property
     def compression(self) -> float:
@@ -179,7 +181,8 @@ def quantize_(
                 name=name, in_features=qlayer.in_features, out_features=qlayer.out_features,
                 bits=qlayer.bits, group_size=qlayer.group_size,
                 bytes_before=sum(p.numel() * p.element_size() for p in module.parameters(recurse=False)),
-                bytes_after=qlayer.storage_bytes(), rel_error=rel))
+                bytes_after=qlayer.storage_bytes(), bits_per_weight=qlayer.weight_bits_per_element(),
+                rel_error=rel))
             replacements.append((name, qlayer))
     for name, qlayer in replacements:
         replace_module(model, name, qlayer)

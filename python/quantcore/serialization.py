@@ -16,10 +16,11 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
-from safetensors.torch import load_file, save_model
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from ._targets import replace_module
@@ -59,6 +60,25 @@ def _quantization_config(model: nn.Module) -> Dict[str, Any]:
         "methods": getattr(model, "_quantcore_configs", {}),
         "modules": modules,
     }
+
+
+def _dedup_state(model: nn.Module) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    """State dict with each shared tensor stored once, plus ``{alias: stored name}``.
+
+    Tied weights (``lm_head.weight`` sharing ``embed_tokens.weight``) are saved
+    under their first name in state-dict order and restored for every alias.
+    """
+    tensors: Dict[str, torch.Tensor] = {}
+    aliases: Dict[str, str] = {}
+    first_by_storage: Dict[Tuple[int, int, Tuple[int, ...], torch.dtype], str] = {}
+    for name, t in model.state_dict().items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.dtype)
+        if t.numel() and key in first_by_storage:
+            aliases[name] = first_by_storage[key]
+            continue
+        first_by_storage[key] = name
+        tensors[name] = t.detach().contiguous().cpu()
+    return tensors, aliases
 
 
 def _write_tree(final: Path, overwrite: bool, fill) -> None:
@@ -105,12 +125,20 @@ def save_quantized(
     out = Path(out_dir)
 
     def fill(tmp: Path) -> None:
-        save_model(model, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "quantcore": str(FORMAT_VERSION)})
+        tensors, aliases = _dedup_state(model)
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={
+            "format": "pt", "quantcore": str(FORMAT_VERSION), "aliases": json.dumps(aliases)})
         hf_config = getattr(model, "config", None)
+        cfg = {}
         if hf_config is not None and hasattr(hf_config, "to_dict"):
             cfg = hf_config.to_dict()
-        else:
-            cfg = {}
+            # As save_pretrained does: the class to rebuild on load, and the
+            # dtype the float parts really have now (model.to() skips the config).
+            cfg["architectures"] = [type(model).__name__]
+            float_params = [p for p in model.parameters() if p.is_floating_point()]
+            if float_params:
+                cfg["dtype"] = str(float_params[0].dtype).replace("torch.", "")
+                cfg.pop("torch_dtype", None)
         cfg["quantization_config"] = qconfig
         with open(tmp / CONFIG_NAME, "w") as f:
             json.dump(cfg, f, indent=2, sort_keys=True, default=str)
@@ -163,11 +191,14 @@ def _build_hf_model(path: Path, cfg: Dict[str, Any], dtype: Optional[torch.dtype
     except ImportError:  # transformers < 5
         from transformers.modeling_utils import no_init_weights
     if dtype is None:
-        dtype = getattr(hf_config, "torch_dtype", None) or getattr(hf_config, "dtype", None) or torch.float32
+        dtype = cfg.get("dtype") or cfg.get("torch_dtype") or torch.float32
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)
     with no_init_weights():
-        model = cls._from_config(hf_config, torch_dtype=dtype)
+        try:
+            model = cls._from_config(hf_config, dtype=dtype)
+        except TypeError:  # transformers < 4.56 names it torch_dtype
+            model = cls._from_config(hf_config, torch_dtype=dtype)
     model.eval()
     return model
 
@@ -209,22 +240,16 @@ def load_quantized(
             sym=spec["sym"], bias=spec["bias"], scale_dtype=dtype_from_name(spec["scale_dtype"]),
             dtype=bias_dtype)
         replace_module(model, name, layer)
-    state = load_file(str(weights))
-    # Buffers (the bias) follow the model's dtype like nn.Linear's would.
+    state = {}
+    with safe_open(str(weights), framework="pt") as f:
+        aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
+        for key in f.keys():
+            state[key] = f.get_tensor(key)
+    for alias, stored in aliases.items():
+        state[alias] = state[stored]
     missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = set(getattr(model, "_tied_weights_keys", None) or [])
-    missing = [k for k in missing if k not in tied and not _is_tied_alias(model, k)]
     if missing or unexpected:
         raise ValueError(f"{path}: checkpoint does not match the model: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}")
-    if hasattr(model, "tie_weights") and getattr(getattr(model, "config", None), "tie_word_embeddings", False):
-        model.tie_weights()
     model._quantcore_configs = qcfg.get("methods", {})
     return model.to(device)
-
-
-def _is_tied_alias(model: nn.Module, key: str) -> bool:
-    # safetensors.save_model drops one name of each shared tensor; the model
-    # re-ties it (lm_head.weight = embed_tokens.weight).
-    config = getattr(model, "config", None)
-    return bool(getattr(config, "tie_word_embeddings", False)) and key.endswith("lm_head.weight")

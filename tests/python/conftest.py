@@ -13,27 +13,33 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import quantcore  # noqa: E402
 
 
-def _tiny_llama():
+def _build(cls, cfg, dtype):
+    # _from_config builds in `dtype` the way from_pretrained does (rotary
+    # frequencies stay fp32), unlike model.to(dtype) afterwards.
+    return cls._from_config(cfg, dtype=dtype)
+
+
+def _tiny_llama(dtype=torch.float32):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
-    return LlamaForCausalLM(cfg)
+    return _build(LlamaForCausalLM, cfg, dtype)
 
 
-def _tiny_qwen2():
+def _tiny_qwen2(dtype=torch.float32):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     cfg = Qwen2Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
-    return Qwen2ForCausalLM(cfg)
+    return _build(Qwen2ForCausalLM, cfg, dtype)
 
 
-def _tiny_gpt2():
+def _tiny_gpt2(dtype=torch.float32):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     cfg = GPT2Config(vocab_size=256, n_embd=64, n_layer=2, n_head=4, n_positions=128)
-    return GPT2LMHeadModel(cfg)
+    return _build(GPT2LMHeadModel, cfg, dtype)
 
 
 TINY_MODELS = {"llama": _tiny_llama, "qwen2": _tiny_qwen2, "gpt2": _tiny_gpt2}
@@ -46,9 +52,9 @@ def tiny_model(request):
     return request.param, TINY_MODELS[request.param]().eval()
 
 
-def make_tiny(name: str):
+def make_tiny(name: str, dtype=torch.float32):
     torch.manual_seed(0)
-    return TINY_MODELS[name]().eval()
+    return TINY_MODELS[name](dtype).eval()
 
 
 @pytest.fixture
