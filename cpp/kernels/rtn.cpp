@@ -19,6 +19,16 @@ void rtn_validate(const RtnParams& p, int64_t cols) {
 
 namespace {
 
+// Round half to even without libm: adding and subtracting 1.5 * 2^23 leaves
+// the nearest integer under the default rounding mode. Exact for |v| < 2^22;
+// larger values are clamped first (they end up clamped to [0, maxq] anyway).
+// Unlike nearbyint on baseline x86-64, this compiles to plain SSE2 and vectorizes.
+inline float round_even(float v) {
+  constexpr float kMagic = 12582912.0f;
+  v = std::min(std::max(v, -4194304.0f), 4194304.0f);
+  return (v + kMagic) - kMagic;
+}
+
 struct GroupGrid {
   float scale;
   int zero;
@@ -51,23 +61,45 @@ GroupGrid make_grid(float lo, float hi, const RtnParams& p) {
              "use float32 or bfloat16 scales for weights this large");
   if (!(g.scale > 0.f)) g.scale = min_positive_scale(p.scale_type);
   if (!p.symmetric) {
-    float z = std::nearbyint(-lo / g.scale);
+    float z = round_even(-lo / g.scale);
     g.zero = int(std::min(std::max(z, 0.f), float(maxq)));
   }
   return g;
 }
 
-inline int quantize_one(float w, const GroupGrid& g, int maxq) {
-  float q = std::nearbyint(w / g.scale) + float(g.zero);
-  return int(std::min(std::max(q, 0.f), float(maxq)));
+inline float quantize_one(float w, const GroupGrid& g, float maxq) {
+  return std::min(std::max(round_even(w / g.scale) + float(g.zero), 0.f), maxq);
 }
 
-float group_sq_error(const float* w, int64_t n, const GroupGrid& g, int maxq) {
-  float err = 0.f;
-  for (int64_t i = 0; i < n; ++i) {
-    float d = float(quantize_one(w[i], g, maxq) - g.zero) * g.scale - w[i];
-    err += d * d;
+// Squared error of a candidate grid. Multiplying by the reciprocal instead of
+// dividing may round a rare tie differently from quantize_one; that only
+// nudges which candidate wins, never the codes of the winner.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// The clip search evaluates ~80 candidate grids per group: let the loader pick
+// an AVX2 / AVX-512 build of this loop when the CPU has one (GCC ifunc clones).
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+float group_sq_error(const float* w, int64_t n, const GroupGrid& g, float maxq) {
+  // Sixteen independent partial sums so the loop vectorizes (FP adds may not be
+  // reordered otherwise).
+  constexpr int kLanes = 16;
+  float part[kLanes] = {};
+  const float zero = float(g.zero), inv = 1.f / g.scale;
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const float q = std::min(std::max(round_even(w[i + l] * inv) + zero, 0.f), maxq);
+      const float d = (q - zero) * g.scale - w[i + l];
+      part[l] += d * d;
+    }
   }
+  for (; i < n; ++i) {
+    const float q = std::min(std::max(round_even(w[i] * inv) + zero, 0.f), maxq);
+    const float d = (q - zero) * g.scale - w[i];
+    part[0] += d * d;
+  }
+  float err = 0.f;
+  for (float v : part) err += v;
   return err;
 }
 
@@ -75,7 +107,7 @@ float group_sq_error(const float* w, int64_t n, const GroupGrid& g, int maxq) {
 
 void rtn_quantize_rows(const float* w, int64_t cols, const RtnParams& p, uint8_t* codes,
                        float* scales, uint8_t* zeros, int64_t row_begin, int64_t row_end) {
-  const int maxq = (1 << p.bits) - 1;
+  const float maxq = float((1 << p.bits) - 1);
   const int64_t gs = p.group_size;
   const int64_t groups = cols / gs;
   for (int64_t r = row_begin; r < row_end; ++r) {

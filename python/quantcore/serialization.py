@@ -91,6 +91,9 @@ def _write_tree(final: Path, overwrite: bool, fill) -> None:
             raise NotADirectoryError(f"{final} exists and is not a directory")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result should not be
     try:
         fill(tmp)
         if final.exists():

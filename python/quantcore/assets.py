@@ -1,0 +1,44 @@
+"""Where the set-up put the small real model and text (scripts/prepare_assets.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List
+
+__all__ = ["assets_dir", "demo_model_dir", "demo_text_file"]
+
+_MODEL = Path("models") / "smollm2-135m-instruct"
+_TEXT = Path("data") / "lee_background.txt"
+
+
+def _candidates() -> List[Path]:
+    out = []
+    env = os.environ.get("QUANTCORE_ASSETS")
+    if env:
+        out.append(Path(env))
+    out.append(Path.cwd() / ".cache")
+    out.append(Path(__file__).resolve().parents[2] / ".cache")  # source checkout
+    return out
+
+
+def assets_dir() -> Path:
+    """The first assets directory holding the demo model (``$QUANTCORE_ASSETS`` first)."""
+    for c in _candidates():
+        if (c / _MODEL / "config.json").is_file():
+            return c
+    raise FileNotFoundError(
+        "the demo model is not prepared; run `python scripts/prepare_assets.py` from the quantcore "
+        "checkout (or `bash scripts/setup.sh`), or point QUANTCORE_ASSETS at its .cache directory. "
+        f"Looked in: {', '.join(str(c) for c in _candidates())}")
+
+
+def demo_model_dir() -> Path:
+    return assets_dir() / _MODEL
+
+
+def demo_text_file() -> Path:
+    path = assets_dir() / _TEXT
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; run `python scripts/prepare_assets.py`")
+    return path
