@@ -19,6 +19,7 @@ from . import _fake_ops  # noqa: F401
 from . import ops
 from .config import QuantConfig, RTNConfig
 from .nn import QuantLinear
+from . import assets
 from .ops import PER_CHANNEL, PER_TENSOR
 from .quantize import LayerReport, QuantizationReport, quantize_
 from .serialization import load_quantized, save_quantized

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Sets everything up (scripts/setup.sh), then runs every test:
+#   1. the C++ kernels' Catch2 tests through CTest (a torch-free build);
+#   2. pytest: ops vs references, QuantLinear, tiny and real Hugging Face
+#      models, save/load, the demo, and the docstring examples.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+
+export CCACHE_DIR=${CCACHE_DIR:-$PWD/.cache/ccache}
+printf '\n== C++ kernel tests (Catch2 via CTest)\n'
+cmake -S . -B build/cpp-tests -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DQUANTCORE_BUILD_PYTHON=OFF -DQUANTCORE_BUILD_TESTS=ON >/dev/null
+cmake --build build/cpp-tests
+ctest --test-dir build/cpp-tests --output-on-failure -j2
+
+printf '\n== Python tests (pytest)\n'
+# Run from tests/ so `import quantcore` finds the installed package, not ./python.
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+.venv/bin/python -m pytest -q -p no:cacheprovider tests/python \
+  --doctest-modules "$(.venv/bin/python -c 'import quantcore, os; print(os.path.dirname(quantcore.__file__))')" \
+  --ignore-glob='*/__main__.py' "$@"
