@@ -103,17 +103,28 @@ def bench_shape(n, k, ms, cold):
         r["fp32"] = run(lambda i: x @ ws[i]["w"].t())
         r["qc_w4_f32"] = run(lambda i: quantcore.ops.qlinear(x, ws[i]["q4"], ws[i]["s4"], None, None, 4, GROUP))
         r["qc_w4_bf16"] = run(lambda i: quantcore.ops.qlinear(xb, ws[i]["q4"], ws[i]["s4"], None, None, 4, GROUP))
-        r["torch_w4_f32"] = run(lambda i: torch.ops.aten._weight_int4pack_mm_for_cpu(x, ws[i]["t4"], GROUP, ws[i]["sz"]))
+        # torch's fp32-activation int4/int8 paths take seconds per call at large M
+        # (a lookup-table dequant per element); they are timed up to M = 8 only.
+        slow_ok = m <= 8
+        r["torch_w4_f32"] = run(lambda i: torch.ops.aten._weight_int4pack_mm_for_cpu(
+            x, ws[i]["t4"], GROUP, ws[i]["sz"])) if slow_ok else float("inf")
         r["torch_w4_bf16"] = run(lambda i: torch.ops.aten._weight_int4pack_mm_for_cpu(xb, ws[i]["t4"], GROUP, ws[i]["sz16"]))
         r["qc_w8_f32"] = run(lambda i: quantcore.ops.qlinear(x, ws[i]["q8"], ws[i]["s8"], None, None, 8, -1))
         r["qc_w8_bf16"] = run(lambda i: quantcore.ops.qlinear(xb, ws[i]["q8"], ws[i]["s8"], None, None, 8, -1))
-        r["torch_w8_f32"] = run(lambda i: torch._weight_int8pack_mm(x, ws[i]["t8"], ws[i]["s8v"]))
+        r["torch_w8_f32"] = run(lambda i: torch._weight_int8pack_mm(
+            x, ws[i]["t8"], ws[i]["s8v"])) if slow_ok else float("inf")
         r["torch_w8_bf16"] = run(lambda i: torch._weight_int8pack_mm(xb, ws[i]["t8"], ws[i]["s8v"].bfloat16()))
         r["w4_bytes"] = ws[0]["q4"].numel() * 4 + ws[0]["s4"].numel() * 2  # fp16 scales as stored
         r["w8_bytes"] = ws[0]["q8"].numel() * 4 + ws[0]["s8"].numel() * 2
         r["fp32_bytes"] = n * k * 4
         rows.append(r)
         print(format_row(r), flush=True)
+        if m <= 8:  # correctness spot check against torch's own int4 result
+            ours = quantcore.ops.qlinear(xb, ws[0]["q4"], ws[0]["s4"], None, None, 4, GROUP).float()
+            theirs = torch.ops.aten._weight_int4pack_mm_for_cpu(xb, ws[0]["t4"], GROUP, ws[0]["sz16"]).float()
+            ref = x.bfloat16().float() @ quantcore.ops.dequantize(ws[0]["q4"], ws[0]["s4"], None, 4, GROUP).t()
+            r["rel_err_qc"] = float((ours - ref).norm() / ref.norm())
+            r["rel_err_torch"] = float((theirs - ref).norm() / ref.norm())
     return rows
 
 
@@ -153,6 +164,10 @@ def main(argv=None):
         rows += bench_shape(n, k, ms, cold=False)
         if not args.quick:
             rows += bench_shape(n, k, [1], cold=True)
+    errs = [(r["rel_err_qc"], r["rel_err_torch"]) for r in rows if "rel_err_qc" in r]
+    if errs:
+        print(f"\nW4 output error vs x @ dequant(W).T (bf16 activations), worst case: quantcore "
+              f"{max(e[0] for e in errs):.2e}, torch int4 {max(e[1] for e in errs):.2e}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"info": info, "rows": rows}, f, indent=1)

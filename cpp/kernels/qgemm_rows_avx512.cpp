@@ -45,7 +45,7 @@ struct RowsW4F32 {
         __m512 lo[R], hi[R];
         for (int r = 0; r < R; ++r) {
           const uint8_t* src = rows[r] + g * half + j;
-          if ((j & 63) == 0) prefetch(src + kPrefetchBytes);
+          if ((j & 63) == 0) prefetch(src + kPrefetchRows * rb);
           const __m512i b = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, src));
           lo[r] = _mm512_cvtepi32_ps(_mm512_and_si512(b, low4));
           hi[r] = _mm512_cvtepi32_ps(_mm512_srli_epi32(b, 4));
@@ -104,7 +104,7 @@ struct RowsW8F32 {
         __m512 q[R];
         for (int r = 0; r < R; ++r) {
           const uint8_t* src = rows[r] + g * gs + k;
-          if ((k & 63) == 0) prefetch(src + kPrefetchBytes);
+          if ((k & 63) == 0) prefetch(src + kPrefetchRows * rb);
           q[r] = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, src)));
         }
         for (int i = 0; i < MT; ++i) {
@@ -155,7 +155,7 @@ struct RowsW4Bf16 {
         __m512i wlo[R], whi[R];
         for (int r = 0; r < R; ++r) {
           const uint8_t* src = rows[r] + g * half + j;
-          if ((j & 63) == 0) prefetch(src + kPrefetchBytes);
+          if ((j & 63) == 0) prefetch(src + kPrefetchRows * rb);
           const __m512i b = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(mk, src));
           wlo[r] = _mm512_permutexvar_epi16(_mm512_and_si512(b, low4), table[r]);
           whi[r] = _mm512_permutexvar_epi16(_mm512_srli_epi16(b, 4), table[r]);
