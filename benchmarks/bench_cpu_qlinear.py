@@ -143,6 +143,38 @@ def format_row(r):
             f"| {gbs(r['fp32_bytes'], r['fp32']):5.1f} / {gbs(r['w4_bytes'], qc4):5.1f} / {gbs(r['w8_bytes'], qc8):5.1f} |")
 
 
+def plot(rows, info, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(SHAPES), figsize=(6 * len(SHAPES), 4.2), sharey=True)
+    for ax, (n, k) in zip(axes, SHAPES):
+        hot = [r for r in rows if r["N"] == n and r["K"] == k and not r["cold"]]
+        m = [r["M"] for r in hot]
+        series = {
+            "quantcore W4 g128": [r["fp32"] / min(r["qc_w4_f32"], r["qc_w4_bf16"]) for r in hot],
+            "torch int4 g128": [r["fp32"] / min(r["torch_w4_f32"], r["torch_w4_bf16"]) for r in hot],
+            "quantcore W8": [r["fp32"] / min(r["qc_w8_f32"], r["qc_w8_bf16"]) for r in hot],
+            "torch int8": [r["fp32"] / min(r["torch_w8_f32"], r["torch_w8_bf16"]) for r in hot],
+        }
+        for (label, ys), style in zip(series.items(), ["o-", "o--", "s-", "s--"]):
+            ax.plot(m, ys, style, label=label)
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(m)
+        ax.set_xticklabels([str(v) for v in m])
+        ax.set_title(f"N x K = {n} x {k}")
+        ax.set_xlabel("M (rows of x)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("speed-up over torch fp32 x @ W.T")
+    axes[0].legend()
+    fig.suptitle("CPU weight-only quantized matmul (best activation dtype of each)\n" + info, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 HEADER = ("| N x K | M | weights | fp32 ms | qc W4 ms (f32 / bf16 act) | torch W4 ms | W4 vs fp32 | W4 vs torch "
           "| qc W8 ms (f32 / bf16 act) | torch W8 ms | W8 vs fp32 | W8 vs torch | GB/s fp32 / W4 / W8 |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -153,17 +185,28 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="M=1 and 8 only, hot weights only")
     ap.add_argument("--json", help="write raw timings here")
     ap.add_argument("--markdown", help="write the markdown table here")
+    ap.add_argument("--plot", help="write a PNG of the speed-ups over fp32 vs M here")
+    ap.add_argument("--from-json", help="re-plot / re-print a previous --json file instead of timing")
     args = ap.parse_args(argv)
     ms = [1, 8] if args.quick else MS
-    info = (f"{date.today()} | {platform.processor() or platform.machine()} | torch {torch.__version__} | "
-            f"threads {torch.get_num_threads()} | quantcore ISA {quantcore.cpu_isa()}")
-    print(info)
-    print(HEADER)
-    rows = []
-    for n, k in SHAPES:
-        rows += bench_shape(n, k, ms, cold=False)
-        if not args.quick:
-            rows += bench_shape(n, k, [1], cold=True)
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        info, rows = saved["info"], saved["rows"]
+        print(info)
+        print(HEADER)
+        for r in rows:
+            print(format_row(r))
+    else:
+        info = (f"{date.today()} | {platform.processor() or platform.machine()} | torch {torch.__version__} | "
+                f"threads {torch.get_num_threads()} | quantcore ISA {quantcore.cpu_isa()}")
+        print(info)
+        print(HEADER)
+        rows = []
+        for n, k in SHAPES:
+            rows += bench_shape(n, k, ms, cold=False)
+            if not args.quick:
+                rows += bench_shape(n, k, [1], cold=True)
     errs = [(r["rel_err_qc"], r["rel_err_torch"]) for r in rows if "rel_err_qc" in r]
     if errs:
         print(f"\nW4 output error vs x @ dequant(W).T (bf16 activations), worst case: quantcore "
@@ -171,6 +214,8 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"info": info, "rows": rows}, f, indent=1)
+    if args.plot:
+        plot(rows, info, args.plot)
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(info + "\n\n" + HEADER + "\n" + "\n".join(format_row(r) for r in rows) + "\n")

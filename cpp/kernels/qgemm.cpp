@@ -14,11 +14,15 @@ namespace quantcore::kernels {
 
 namespace {
 
-// Crossovers measured on Zen 4 (benchmarks/bench_cpu_qlinear.py): with bf16
-// activations the bf16 rows kernel wins up to M = 8 and panels win above; with
-// fp32/fp16 activations (split into 3/2 bf16 planes) the bf16 rows kernel only
-// wins at M = 1, the fp32 FMA rows kernel everywhere else.
-constexpr int64_t kRowsBf16MaxM = 8;
+// Crossovers measured on Zen 4 (one thread, 4096 x 4096, g128). bf16
+// activations: the bf16 rows kernel wins up to M = 4, ties with panels at
+// M = 8, and panels win above (28 / 43 / 61 / 89 MAC/ns at M = 8 / 16 / 32 / 128
+// against 27 for rows). fp32 activations (3 bf16 planes): the bf16 rows kernel
+// wins at M = 1, the fp32 FMA rows kernel (25 MAC/ns) up to M = 16, panels from
+// M = 32 (27 / 31 MAC/ns at 32 / 128). fp16 (2 planes) sits in between.
+constexpr int64_t kRowsBf16MaxM = 6;
+constexpr int64_t kTilesMinM_F16 = 16;
+constexpr int64_t kTilesMinM_F32 = 32;
 
 bool at_least(Isa isa, Isa level) { return static_cast<int>(isa) >= static_cast<int>(level); }
 
@@ -88,7 +92,7 @@ bool qgemm_path_supported(const QGemmProblem& p, Isa isa, QGemmPath path, DType 
   switch (path) {
     case QGemmPath::kRowsF32: return true;
     case QGemmPath::kRowsBf16: return at_least(isa, Isa::kAvx512Bf16) && p.bits == 4;
-    case QGemmPath::kTilesBf16: return at_least(isa, Isa::kAvx512Bf16) && x_type == DType::kBF16;
+    case QGemmPath::kTilesBf16: return at_least(isa, Isa::kAvx512Bf16);
   }
   return false;
 }
@@ -117,14 +121,16 @@ QGemmPath qgemm_choose_path(const QGemmProblem& p, Isa isa, DType x_type) {
   if (forced >= 0 && qgemm_path_supported(p, isa, static_cast<QGemmPath>(forced), x_type))
     return static_cast<QGemmPath>(forced);
   const bool rows_bf16 = qgemm_path_supported(p, isa, QGemmPath::kRowsBf16, x_type);
+  const bool tiles = qgemm_path_supported(p, isa, QGemmPath::kTilesBf16, x_type);
   if (x_type == DType::kBF16) {
     if (rows_bf16 && p.M <= kRowsBf16MaxM) return QGemmPath::kRowsBf16;
     // 8-bit weights have no bf16 rows kernel: their panels win from M = 2.
-    if (p.M >= 2 && qgemm_path_supported(p, isa, QGemmPath::kTilesBf16, x_type))
-      return QGemmPath::kTilesBf16;
+    if (tiles && p.M >= 2) return QGemmPath::kTilesBf16;
     return QGemmPath::kRowsF32;
   }
-  return p.M == 1 && rows_bf16 ? QGemmPath::kRowsBf16 : QGemmPath::kRowsF32;
+  if (p.M == 1 && rows_bf16) return QGemmPath::kRowsBf16;
+  if (tiles && p.M >= (x_type == DType::kF16 ? kTilesMinM_F16 : kTilesMinM_F32)) return QGemmPath::kTilesBf16;
+  return QGemmPath::kRowsF32;
 }
 
 size_t qgemm_workspace_bytes(const QGemmProblem& p, QGemmPath path) {
@@ -140,7 +146,7 @@ void qgemm_prepare(const QGemmProblem& p, QGemmPath path, const void* x, DType x
     prepare_f32(p, x, x_type, workspace, m_begin, m_end);
 }
 
-int64_t qgemm_column_block(QGemmPath path) { return path == QGemmPath::kTilesBf16 ? 64 : 16; }
+int64_t qgemm_column_block(QGemmPath path) { return path == QGemmPath::kTilesBf16 ? 32 : 16; }
 
 void qgemm_compute(const QGemmProblem& p, Isa isa, QGemmPath path, const void* workspace, void* y,
                    DType y_type, int64_t n_begin, int64_t n_end) {
@@ -151,8 +157,7 @@ void qgemm_compute(const QGemmProblem& p, Isa isa, QGemmPath path, const void* w
       impl::qgemm_rows_bf16_avx512(p, workspace, y, y_type, n_begin, n_end);
       return;
     case QGemmPath::kTilesBf16:
-      QC_REQUIRE(at_least(isa, Isa::kAvx512Bf16) && layout::bf16_plane_count(workspace) == 1,
-                 "qgemm: tiles_bf16 needs avx512_bf16 and bf16 activations");
+      QC_REQUIRE(at_least(isa, Isa::kAvx512Bf16), "qgemm: tiles_bf16 needs avx512_bf16");
       impl::qgemm_tiles_bf16_avx512(p, workspace, y, y_type, n_begin, n_end);
       return;
     case QGemmPath::kRowsF32:

@@ -15,7 +15,7 @@ void qgemm_rows_f32_avx512(const QGemmProblem& p, const void* ws, void* y, DType
 // Rows path over BF16 planes, 4-bit only (AVX512_BF16).
 void qgemm_rows_bf16_avx512(const QGemmProblem& p, const void* ws, void* y, DType y_type,
                             int64_t n_begin, int64_t n_end);
-// Tiles path: BF16 planes with one plane (bf16 activations, AVX512_BF16).
+// Tiles path over BF16 planes, bits 4 and 8 (AVX512_BF16).
 void qgemm_tiles_bf16_avx512(const QGemmProblem& p, const void* ws, void* y, DType y_type,
                              int64_t n_begin, int64_t n_end);
 
