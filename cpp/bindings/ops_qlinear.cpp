@@ -4,12 +4,53 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <atomic>
+
 #include "cpu_features.h"
+#include "dequant.h"
 #include "qgemm.h"
+#include "qlinear_dispatch.h"
 #include "tensor_checks.h"
 
 namespace quantcore::bindings {
 namespace {
+
+// From this many rows of fp32/fp16 activations on, the fp32 GEMM of ATen (MKL)
+// on dequantized panels of W matches or beats the fused kernels, which must
+// split such activations into 2-3 bf16 terms (Zen 4, 2 threads: at M = 32 a tie
+// on 4096 x 4096, 5% ahead on 1536 x 576; at M = 128 1.4-1.6x ahead; see
+// benchmarks/RESULTS.md). bf16 activations always stay on the fused kernels.
+constexpr int64_t kDequantMmMinM = 32;
+// Rows of W dequantized at a time: about 4 MiB of fp32, never the whole weight.
+constexpr int64_t kPanelBytes = 4 << 20;
+
+std::atomic<int> g_dequant_mm{-1};  // -1 auto, 0 never, 1 whenever allowed
+
+bool use_dequant_mm(const at::Tensor& x, int64_t M) {
+  if (x.scalar_type() == at::kBFloat16) return false;  // the bf16 kernels win there
+  const int mode = g_dequant_mm.load();
+  return mode == 1 || (mode == -1 && M >= kDequantMmMinM);
+}
+
+// y = x @ dequant(W)^T (+ bias) through at::mm on panels of dequantized rows.
+void qlinear_dequant_mm(const at::Tensor& x, const kernels::QGemmProblem& p, const at::Tensor& bias_f32,
+                        at::Tensor& y) {
+  const int64_t M = p.M, N = p.N, K = p.K;
+  at::Tensor xf = x.reshape({M, K}).to(at::kFloat).contiguous();
+  at::Tensor yf = at::empty({M, N}, x.options().dtype(at::kFloat));
+  const int64_t chunk = std::max<int64_t>(16, std::min<int64_t>(N, kPanelBytes / (4 * K)) / 16 * 16);
+  at::Tensor panel = at::empty({chunk, K}, xf.options());
+  for (int64_t n0 = 0; n0 < N; n0 += chunk) {
+    const int64_t nb = std::min(chunk, N - n0);
+    float* dst = panel.data_ptr<float>();
+    at::parallel_for(0, nb, 8, [&](int64_t b, int64_t e) {
+      kernels::dequantize_rows(p, dst + b * K, K, n0 + b, n0 + e);
+    });
+    yf.narrow(1, n0, nb).copy_(at::mm(xf, panel.narrow(0, 0, nb).t()));
+  }
+  if (bias_f32.defined()) yf.add_(bias_f32);
+  y.view({M, N}).copy_(yf);
+}
 
 at::Tensor qlinear_cpu(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scales,
                        const std::optional<at::Tensor>& zeros, const std::optional<at::Tensor>& bias,
@@ -75,6 +116,10 @@ at::Tensor qlinear_cpu(const at::Tensor& x, const at::Tensor& qweight, const at:
 
   run_kernel(op, [&] {
     kernels::qgemm_validate(p);
+    if (use_dequant_mm(x, M)) {
+      qlinear_dequant_mm(x, p, bias_f32, y);
+      return;
+    }
     const kernels::QGemmPath path = kernels::qgemm_choose_path(p, isa, xt);
     at::Tensor ws = at::empty({int64_t(kernels::qgemm_workspace_bytes(p, path))},
                               x.options().dtype(at::kByte));
@@ -91,6 +136,16 @@ at::Tensor qlinear_cpu(const at::Tensor& x, const at::Tensor& qweight, const at:
 }
 
 }  // namespace
+
+void force_qlinear_path(const std::string& name) {
+  if (name == "dequant_mm") {
+    g_dequant_mm.store(1);
+    kernels::qgemm_force_path("auto");
+    return;
+  }
+  kernels::qgemm_force_path(name);  // validates the name
+  g_dequant_mm.store(name.empty() || name == "auto" ? -1 : 0);
+}
 
 TORCH_LIBRARY_IMPL(quantcore, CPU, m) { m.impl("qlinear", &qlinear_cpu); }
 

@@ -20,6 +20,8 @@ namespace {
 // against 27 for rows). fp32 activations (3 bf16 planes): the bf16 rows kernel
 // wins at M = 1, the fp32 FMA rows kernel (25 MAC/ns) up to M = 16, panels from
 // M = 32 (27 / 31 MAC/ns at 32 / 128). fp16 (2 planes) sits in between.
+// (The torch binding hands fp32/fp16 activations with M >= 32 to a dense fp32
+// GEMM on dequantized panels instead; see cpp/bindings/ops_qlinear.cpp.)
 constexpr int64_t kRowsBf16MaxM = 6;
 constexpr int64_t kTilesMinM_F16 = 16;
 constexpr int64_t kTilesMinM_F32 = 32;

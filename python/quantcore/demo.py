@@ -41,6 +41,7 @@ class Row:
     ppl: float
     top1: float
     ms_per_token: float
+    prefill_tok_s: float
     quant_s: float
     sample: str
 
@@ -87,19 +88,23 @@ def run_demo(
     with torch.no_grad():
         ref_top1 = base(eval_windows[:2]).logits.argmax(-1)
 
+    def timed_ppl(model):
+        t0 = time.perf_counter()
+        ppl = qc_eval.perplexity(model, ids, seq_len=seq_len, max_windows=n, progress=progress)
+        return ppl, n * seq_len / (time.perf_counter() - t0)
+
     rows = []
     ms, sample = _decode_speed(base, tok, gen_tokens)
-    rows.append(Row("float32", model_bytes(base) / 2**20, None,
-                    qc_eval.perplexity(base, ids, seq_len=seq_len, max_windows=n, progress=progress),
-                    1.0, ms, 0.0, sample))
+    ppl, tok_s = timed_ppl(base)
+    rows.append(Row("float32", model_bytes(base) / 2**20, None, ppl, 1.0, ms, tok_s, 0.0, sample))
     last = None
     for name, cfg in configs:
         model = copy.deepcopy(base)
         report = quantize_(model, cfg, progress=progress)
-        ppl = qc_eval.perplexity(model, ids, seq_len=seq_len, max_windows=n, progress=progress)
+        ppl, tok_s = timed_ppl(model)
         ms, sample = _decode_speed(model, tok, gen_tokens)
         rows.append(Row(name, report.model_bytes_after / 2**20, report.bits_per_weight, ppl,
-                        _top1(model, eval_windows[:2], ref_top1), ms, report.seconds, sample))
+                        _top1(model, eval_windows[:2], ref_top1), ms, tok_s, report.seconds, sample))
         last = model
     _print_rows(rows, seq_len, n)
 
@@ -126,14 +131,16 @@ def _isa() -> str:
 def _print_rows(rows: List[Row], seq_len: int, n: int) -> None:
     base = rows[0]
     print(f"\n{'config':<17} {'size MiB':>9} {'bits/w':>7} {'ppl':>8} {'top-1 agree':>12} "
-          f"{'ms/token':>9} {'speed-up':>9} {'quant s':>8}")
+          f"{'decode ms/tok':>14} {'prefill tok/s':>14} {'quant s':>8}")
     for r in rows:
         bpw = f"{r.bpw:7.3f}" if r.bpw is not None else f"{'32':>7}"
-        print(f"{r.name:<17} {r.mib:9.1f} {bpw} {r.ppl:8.3f} {100 * r.top1:11.1f}% {r.ms_per_token:9.1f} "
-              f"{base.ms_per_token / r.ms_per_token:8.2f}x {r.quant_s:8.2f}")
+        print(f"{r.name:<17} {r.mib:9.1f} {bpw} {r.ppl:8.3f} {100 * r.top1:11.1f}% "
+              f"{r.ms_per_token:7.1f} ({base.ms_per_token / r.ms_per_token:4.2f}x) "
+              f"{r.prefill_tok_s:6.0f} ({r.prefill_tok_s / base.prefill_tok_s:4.2f}x) {r.quant_s:8.2f}")
     print(f"\n(perplexity: {n} windows x {seq_len} tokens of the Lee corpus; top-1: next-token "
-          f"argmax equal to float32's; ms/token: greedy decode, batch 1; bits/w of the quantized "
-          f"linear layers incl. scales; lm_head and embeddings stay float)")
+          f"argmax equal to float32's; decode: greedy, batch 1; prefill: the perplexity forward "
+          f"passes; bits/w of the quantized linear layers incl. scales; lm_head and embeddings "
+          f"stay float32)")
     print("\nsamples (greedy, prompt: %r):" % PROMPT)
     for r in rows:
         print(f"  {r.name:<17} {r.sample[:100]}")

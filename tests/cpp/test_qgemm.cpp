@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "cpu_features.h"
+#include "dequant.h"
 #include "float_convert.h"
 #include "qgemm.h"
 #include "status.h"
@@ -214,4 +215,21 @@ TEST_CASE("ISA selection and override") {
   REQUIRE(active_isa() == Isa::kScalar);
   set_isa_override(best_supported_isa());
   REQUIRE(active_isa() == best_supported_isa());
+}
+
+TEST_CASE("dequantize_rows matches the reference dequantization") {
+  for (const Case& c : {Case{1, 9, 96, 32, 4, true, false}, Case{1, 5, 100, 100, 8, false, false},
+                        Case{1, 7, 256, 64, 8, true, false}, Case{1, 3, 78, 78, 4, false, false}}) {
+    Data d = make_data(c, 7);
+    const int64_t G = c.K / c.gs;
+    std::vector<float> out(size_t(c.N * (c.K + 3)), -1.f);
+    dequantize_rows(d.p, out.data(), c.K + 3, 1, c.N);
+    for (int64_t n = 1; n < c.N; ++n)
+      for (int64_t k = 0; k < c.K; ++k) {
+        const uint8_t* row = d.p.qweight + n * c.K * c.bits / 8;
+        const int q = c.bits == 8 ? row[k] : (k & 1 ? row[k / 2] >> 4 : row[k / 2] & 0xf);
+        const int z = c.asym ? d.zeros[size_t(n * G + k / c.gs)] : 1 << (c.bits - 1);
+        REQUIRE(out[size_t((n - 1) * (c.K + 3) + k)] == float(q - z) * d.scales[size_t(n * G + k / c.gs)]);
+      }
+  }
 }

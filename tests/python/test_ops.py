@@ -209,20 +209,27 @@ def test_qlinear_matches_reference(cpu_isa, bits, sym, shape):
     del ref
 
 
-@pytest.mark.parametrize("path", ["rows_f32", "rows_bf16", "tiles_bf16"])
-def test_every_forced_path_matches(path):
-    if path != "rows_f32" and "avx512_bf16" not in quantcore._C.supported_cpu_isas():
+@pytest.mark.parametrize("path", ["rows_f32", "rows_bf16", "tiles_bf16", "dequant_mm"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_every_forced_path_matches(path, dtype):
+    if path in ("rows_bf16", "tiles_bf16") and "avx512_bf16" not in quantcore._C.supported_cpu_isas():
         pytest.skip("needs AVX512_BF16")
     quantcore._C.force_qgemm_path(path)
     try:
         for bits in (4, 8):
-            qw, s, z = make_qweight(40, 192, bits, 64, False)
-            x = torch.randn(11, 192).bfloat16()
-            y = ops.qlinear(x, qw, s, z, None, bits, 64)
-            ref = qlinear_ref(x.float(), qw, s, z, None, bits, 64)
-            assert torch.allclose(y.double(), ref, rtol=1.6e-2, atol=1e-3)
+            for m in (1, 11, 40):
+                qw, s, z = make_qweight(40, 192, bits, 64, False, seed=m)
+                x = torch.randn(m, 192).to(dtype)
+                bias = torch.randn(40)
+                y = ops.qlinear(x, qw, s, z, bias, bits, 64)
+                ref = qlinear_ref(x.float(), qw, s, z, bias, bits, 64)
+                rtol = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[dtype]
+                assert y.dtype == dtype
+                assert torch.allclose(y.double(), ref, rtol=rtol, atol=1e-4), (path, dtype, bits, m)
     finally:
         quantcore._C.force_qgemm_path("auto")
+    with pytest.raises(ValueError, match="unknown qgemm path"):
+        quantcore._C.force_qgemm_path("fastest")
 
 
 def test_qlinear_batched_leading_dims_and_empty_batch():

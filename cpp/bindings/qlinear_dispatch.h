@@ -1,0 +1,13 @@
+// Which implementation quantcore.qlinear uses, for tests and benchmarks.
+#pragma once
+
+#include <string>
+
+namespace quantcore::bindings {
+
+// "auto" (default), "dequant_mm" (dense GEMM on dequantized panels whenever the
+// activations are fp32/fp16), or a fused kernel path name ("rows_f32",
+// "rows_bf16", "tiles_bf16"), which also disables the dense-GEMM path.
+void force_qlinear_path(const std::string& name);
+
+}  // namespace quantcore::bindings
