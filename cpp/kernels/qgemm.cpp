@@ -15,14 +15,14 @@ namespace quantcore::kernels {
 namespace {
 
 // Crossovers measured on Zen 4 (one thread, 4096 x 4096, g128). bf16
-// activations: the bf16 rows kernel wins up to M = 4, ties with panels at
-// M = 8, and panels win above (28 / 43 / 61 / 89 MAC/ns at M = 8 / 16 / 32 / 128
-// against 27 for rows). fp32 activations (3 bf16 planes): the bf16 rows kernel
+// activations: the bf16 rows kernel wins up to M = 8 (29 MAC/ns; panels 28 at
+// M = 8 and behind on longer rows), panels win above (43 / 61 / 89 MAC/ns at
+// M = 16 / 32 / 128). fp32 activations (3 bf16 planes): the bf16 rows kernel
 // wins at M = 1, the fp32 FMA rows kernel (25 MAC/ns) up to M = 16, panels from
 // M = 32 (27 / 31 MAC/ns at 32 / 128). fp16 (2 planes) sits in between.
 // (The torch binding hands fp32/fp16 activations with M >= 32 to a dense fp32
 // GEMM on dequantized panels instead; see cpp/bindings/ops_qlinear.cpp.)
-constexpr int64_t kRowsBf16MaxM = 6;
+constexpr int64_t kRowsBf16MaxM = 8;
 constexpr int64_t kTilesMinM_F16 = 16;
 constexpr int64_t kTilesMinM_F32 = 32;
 

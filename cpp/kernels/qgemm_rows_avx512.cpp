@@ -8,6 +8,8 @@
 //   low/high nibbles, a 16-entry table (vpermw) maps code q to bf16(q - z), and
 //   vdpbf16ps multiplies by x held as 1-3 bf16 planes. Every product is exact in
 //   fp32, so results match fp32 arithmetic up to summation order.
+#include <type_traits>
+
 #include "qgemm_driver.h"
 #include "qgemm_impl.h"
 #include "qgemm_simd_avx512.h"
@@ -150,28 +152,35 @@ struct RowsW4Bf16 {
       __m512 acc_lo[R][MT], acc_hi[R][MT];
       for (int r = 0; r < R; ++r)
         for (int i = 0; i < MT; ++i) acc_lo[r][i] = acc_hi[r][i] = _mm512_setzero_ps();
-      for (int64_t j = 0; j < half; j += 32) {
-        const __mmask32 mk = tail_mask32(half - j);
+      // Full 32-byte steps use plain loads; only a ragged group end needs masks.
+      auto step = [&](int64_t j, auto full) {
+        constexpr bool kFull = decltype(full)::value;
+        const __mmask32 mk = kFull ? __mmask32(0xffffffffu) : tail_mask32(half - j);
         __m512i wlo[R], whi[R];
         for (int r = 0; r < R; ++r) {
           const uint8_t* src = rows[r] + g * half + j;
           if ((j & 63) == 0) prefetch(src + kPrefetchRows * rb);
-          const __m512i b = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(mk, src));
+          const __m256i raw = kFull ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src))
+                                    : _mm256_maskz_loadu_epi8(mk, src);
+          const __m512i b = _mm512_cvtepu8_epi16(raw);
           wlo[r] = _mm512_permutexvar_epi16(_mm512_and_si512(b, low4), table[r]);
           whi[r] = _mm512_permutexvar_epi16(_mm512_srli_epi16(b, 4), table[r]);
         }
         for (int i = 0; i < MT; ++i) {
           for (int pl = 0; pl < P; ++pl) {
             const uint16_t* xe = xp[i][pl] + g * gs + j;
-            const __m512i xev = _mm512_maskz_loadu_epi16(mk, xe);
-            const __m512i xov = _mm512_maskz_loadu_epi16(mk, xe + half);
+            const __m512i xev = kFull ? _mm512_loadu_si512(xe) : _mm512_maskz_loadu_epi16(mk, xe);
+            const __m512i xov = kFull ? _mm512_loadu_si512(xe + half) : _mm512_maskz_loadu_epi16(mk, xe + half);
             for (int r = 0; r < R; ++r) {
               acc_lo[r][i] = dot_bf16(acc_lo[r][i], wlo[r], xev);
               acc_hi[r][i] = dot_bf16(acc_hi[r][i], whi[r], xov);
             }
           }
         }
-      }
+      };
+      int64_t j = 0;
+      for (; j + 32 <= half; j += 32) step(j, std::true_type{});
+      if (j < half) step(j, std::false_type{});
       for (int r = 0; r < R; ++r) {
         const __m512 sv = _mm512_set1_ps(p.scales[(n + r) * G + g]);
         for (int i = 0; i < MT; ++i)
