@@ -42,26 +42,32 @@ struct RowsW4F32 {
       __m512 acc_lo[R][MT], acc_hi[R][MT];
       for (int r = 0; r < R; ++r)
         for (int i = 0; i < MT; ++i) acc_lo[r][i] = acc_hi[r][i] = _mm512_setzero_ps();
-      for (int64_t j = 0; j < half; j += 16) {
-        const __mmask16 mk = tail_mask16(half - j);
+      auto step = [&](int64_t j, auto full) {
+        constexpr bool kFull = decltype(full)::value;
+        const __mmask16 mk = kFull ? __mmask16(0xffff) : tail_mask16(half - j);
         __m512 lo[R], hi[R];
         for (int r = 0; r < R; ++r) {
           const uint8_t* src = rows[r] + g * half + j;
           if ((j & 63) == 0) prefetch(src + kPrefetchRows * rb);
-          const __m512i b = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, src));
+          const __m128i raw = kFull ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(src))
+                                    : _mm_maskz_loadu_epi8(mk, src);
+          const __m512i b = _mm512_cvtepu8_epi32(raw);
           lo[r] = _mm512_cvtepi32_ps(_mm512_and_si512(b, low4));
           hi[r] = _mm512_cvtepi32_ps(_mm512_srli_epi32(b, 4));
         }
         for (int i = 0; i < MT; ++i) {
           const float* xe = xs[i] + g * gs + j;
-          const __m512 xev = _mm512_maskz_loadu_ps(mk, xe);
-          const __m512 xov = _mm512_maskz_loadu_ps(mk, xe + half);
+          const __m512 xev = kFull ? _mm512_loadu_ps(xe) : _mm512_maskz_loadu_ps(mk, xe);
+          const __m512 xov = kFull ? _mm512_loadu_ps(xe + half) : _mm512_maskz_loadu_ps(mk, xe + half);
           for (int r = 0; r < R; ++r) {
             acc_lo[r][i] = _mm512_fmadd_ps(lo[r], xev, acc_lo[r][i]);
             acc_hi[r][i] = _mm512_fmadd_ps(hi[r], xov, acc_hi[r][i]);
           }
         }
-      }
+      };
+      int64_t j = 0;
+      for (; j + 16 <= half; j += 16) step(j, std::true_type{});
+      if (j < half) step(j, std::false_type{});
       for (int r = 0; r < R; ++r) {
         const float s = p.scales[(n + r) * G + g];
         const float z = float(p.zeros ? p.zeros[(n + r) * G + g] : mid);
@@ -101,19 +107,26 @@ struct RowsW8F32 {
       __m512 acc[R][MT];
       for (int r = 0; r < R; ++r)
         for (int i = 0; i < MT; ++i) acc[r][i] = _mm512_setzero_ps();
-      for (int64_t k = 0; k < gs; k += 16) {
-        const __mmask16 mk = tail_mask16(gs - k);
+      auto step = [&](int64_t k, auto full) {
+        constexpr bool kFull = decltype(full)::value;
+        const __mmask16 mk = kFull ? __mmask16(0xffff) : tail_mask16(gs - k);
         __m512 q[R];
         for (int r = 0; r < R; ++r) {
           const uint8_t* src = rows[r] + g * gs + k;
           if ((k & 63) == 0) prefetch(src + kPrefetchRows * rb);
-          q[r] = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, src)));
+          const __m128i raw = kFull ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(src))
+                                    : _mm_maskz_loadu_epi8(mk, src);
+          q[r] = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(raw));
         }
         for (int i = 0; i < MT; ++i) {
-          const __m512 xv = _mm512_maskz_loadu_ps(mk, xs[i] + g * gs + k);
+          const float* xg = xs[i] + g * gs + k;
+          const __m512 xv = kFull ? _mm512_loadu_ps(xg) : _mm512_maskz_loadu_ps(mk, xg);
           for (int r = 0; r < R; ++r) acc[r][i] = _mm512_fmadd_ps(q[r], xv, acc[r][i]);
         }
-      }
+      };
+      int64_t k = 0;
+      for (; k + 16 <= gs; k += 16) step(k, std::true_type{});
+      if (k < gs) step(k, std::false_type{});
       for (int r = 0; r < R; ++r) {
         const float s = p.scales[(n + r) * G + g];
         const float z = float(p.zeros ? p.zeros[(n + r) * G + g] : mid);
