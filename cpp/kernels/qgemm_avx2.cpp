@@ -20,112 +20,80 @@ inline __m256i load8_u8_as_i32(const uint8_t* src) {
   return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src)));
 }
 
-template <int R, int MT>
-struct RowW4 {
-  static_assert(R == 1, "the AVX2 kernels decode one weight row at a time");
-  static void run(const QGemmProblem& p, const void* ws, int64_t n, int64_t m0, float* out) {
-    const int64_t G = layout::groups(p), gs = p.group_size, half = gs / 2;
-    const uint8_t* row = p.qweight + n * layout::row_bytes(p);
-    const int mid = 1 << (p.bits - 1);
-    const __m256i low4 = _mm256_set1_epi32(0xf);
-    __m256 tot[MT];
-    float corr[MT];
-    const float* xs[MT];
-    const float* xsum[MT];
-    for (int i = 0; i < MT; ++i) {
-      tot[i] = _mm256_setzero_ps();
-      corr[i] = 0.f;
-      xs[i] = layout::f32_x(ws, p, m0 + i);
-      xsum[i] = layout::f32_xsum(ws, p, m0 + i);
-    }
-    for (int64_t g = 0; g < G; ++g) {
-      const uint8_t* qb = row + g * half;
-      __m256 acc_lo[MT], acc_hi[MT];
-      float tail[MT];
+// Rows kernel for 4- or 8-bit codes: per group, 16 bytes at a time feed two
+// accumulator sets (4-bit: low / high nibbles against the even / odd x values;
+// 8-bit: two 8-byte halves); a ragged group end is finished in scalar code.
+template <int Bits>
+struct RowsF32 {
+  template <int R, int MT>
+  struct Kernel {
+    static_assert(R == 1, "the AVX2 kernels decode one weight row at a time");
+    static void run(const QGemmProblem& p, const void* ws, int64_t n, int64_t m0, float* out) {
+      const int64_t G = layout::groups(p), gs = p.group_size;
+      const int64_t group_bytes = gs * Bits / 8, half = Bits == 4 ? gs / 2 : 8;
+      const uint8_t* row = p.qweight + n * layout::row_bytes(p);
+      const int mid = 1 << (Bits - 1);
+      const __m256i low4 = _mm256_set1_epi32(0xf);
+      __m256 tot[MT];
+      float corr[MT];
+      const float* xs[MT];
+      const float* xsum[MT];
       for (int i = 0; i < MT; ++i) {
-        acc_lo[i] = _mm256_setzero_ps();
-        acc_hi[i] = _mm256_setzero_ps();
-        tail[i] = 0.f;
+        tot[i] = _mm256_setzero_ps();
+        corr[i] = 0.f;
+        xs[i] = layout::f32_x(ws, p, m0 + i);
+        xsum[i] = layout::f32_xsum(ws, p, m0 + i);
       }
-      int64_t j = 0;
-      for (; j + 8 <= half; j += 8) {
-        const __m256i b = load8_u8_as_i32(qb + j);
-        const __m256 lo = _mm256_cvtepi32_ps(_mm256_and_si256(b, low4));
-        const __m256 hi = _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4));
+      for (int64_t g = 0; g < G; ++g) {
+        const uint8_t* qb = row + g * group_bytes;
+        __m256 acc_a[MT], acc_b[MT];
+        float tail[MT];
         for (int i = 0; i < MT; ++i) {
-          const float* xe = xs[i] + g * gs + j;
-          acc_lo[i] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(xe), acc_lo[i]);
-          acc_hi[i] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(xe + half), acc_hi[i]);
+          acc_a[i] = acc_b[i] = _mm256_setzero_ps();
+          tail[i] = 0.f;
+        }
+        const int64_t step = Bits == 4 ? 8 : 16;
+        int64_t j = 0;
+        for (; j + step <= group_bytes; j += step) {
+          __m256 wa, wb;
+          if (Bits == 4) {
+            const __m256i b = load8_u8_as_i32(qb + j);
+            wa = _mm256_cvtepi32_ps(_mm256_and_si256(b, low4));
+            wb = _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4));
+          } else {
+            wa = _mm256_cvtepi32_ps(load8_u8_as_i32(qb + j));
+            wb = _mm256_cvtepi32_ps(load8_u8_as_i32(qb + j + 8));
+          }
+          for (int i = 0; i < MT; ++i) {
+            const float* xa = xs[i] + g * gs + j;
+            acc_a[i] = _mm256_fmadd_ps(wa, _mm256_loadu_ps(xa), acc_a[i]);
+            acc_b[i] = _mm256_fmadd_ps(wb, _mm256_loadu_ps(xa + half), acc_b[i]);
+          }
+        }
+        for (; j < group_bytes; ++j) {
+          for (int i = 0; i < MT; ++i) {
+            const float* xa = xs[i] + g * gs + j;
+            tail[i] += Bits == 4 ? float(qb[j] & 0xf) * xa[0] + float(qb[j] >> 4) * xa[half]
+                                 : float(qb[j]) * xa[0];
+          }
+        }
+        const float s = p.scales[n * G + g];
+        const float z = float(p.zeros ? p.zeros[n * G + g] : mid);
+        const __m256 sv = _mm256_set1_ps(s);
+        for (int i = 0; i < MT; ++i) {
+          tot[i] = _mm256_fmadd_ps(_mm256_add_ps(acc_a[i], acc_b[i]), sv, tot[i]);
+          corr[i] += s * (z * xsum[i][g] - tail[i]);
         }
       }
-      for (; j < half; ++j) {
-        const float lo = float(qb[j] & 0xf), hi = float(qb[j] >> 4);
-        for (int i = 0; i < MT; ++i) {
-          const float* xe = xs[i] + g * gs + j;
-          tail[i] += lo * xe[0] + hi * xe[half];
-        }
-      }
-      const float s = p.scales[n * G + g];
-      const float z = float(p.zeros ? p.zeros[n * G + g] : mid);
-      const __m256 sv = _mm256_set1_ps(s);
-      for (int i = 0; i < MT; ++i) {
-        tot[i] = _mm256_fmadd_ps(_mm256_add_ps(acc_lo[i], acc_hi[i]), sv, tot[i]);
-        corr[i] += s * (z * xsum[i][g] - tail[i]);
-      }
+      for (int i = 0; i < MT; ++i) out[i] = hsum(tot[i]) - corr[i];
     }
-    for (int i = 0; i < MT; ++i) out[i] = hsum(tot[i]) - corr[i];
-  }
+  };
 };
 
 template <int R, int MT>
-struct RowW8 {
-  static_assert(R == 1, "the AVX2 kernels decode one weight row at a time");
-  static void run(const QGemmProblem& p, const void* ws, int64_t n, int64_t m0, float* out) {
-    const int64_t G = layout::groups(p), gs = p.group_size;
-    const uint8_t* row = p.qweight + n * layout::row_bytes(p);
-    const int mid = 1 << (p.bits - 1);
-    __m256 tot[MT];
-    float corr[MT];
-    const float* xs[MT];
-    const float* xsum[MT];
-    for (int i = 0; i < MT; ++i) {
-      tot[i] = _mm256_setzero_ps();
-      corr[i] = 0.f;
-      xs[i] = layout::f32_x(ws, p, m0 + i);
-      xsum[i] = layout::f32_xsum(ws, p, m0 + i);
-    }
-    for (int64_t g = 0; g < G; ++g) {
-      const uint8_t* qb = row + g * gs;
-      __m256 acc0[MT], acc1[MT];
-      float tail[MT];
-      for (int i = 0; i < MT; ++i) {
-        acc0[i] = _mm256_setzero_ps();
-        acc1[i] = _mm256_setzero_ps();
-        tail[i] = 0.f;
-      }
-      int64_t k = 0;
-      for (; k + 16 <= gs; k += 16) {
-        const __m256 q0 = _mm256_cvtepi32_ps(load8_u8_as_i32(qb + k));
-        const __m256 q1 = _mm256_cvtepi32_ps(load8_u8_as_i32(qb + k + 8));
-        for (int i = 0; i < MT; ++i) {
-          const float* xg = xs[i] + g * gs + k;
-          acc0[i] = _mm256_fmadd_ps(q0, _mm256_loadu_ps(xg), acc0[i]);
-          acc1[i] = _mm256_fmadd_ps(q1, _mm256_loadu_ps(xg + 8), acc1[i]);
-        }
-      }
-      for (; k < gs; ++k)
-        for (int i = 0; i < MT; ++i) tail[i] += float(qb[k]) * xs[i][g * gs + k];
-      const float s = p.scales[n * G + g];
-      const float z = float(p.zeros ? p.zeros[n * G + g] : mid);
-      const __m256 sv = _mm256_set1_ps(s);
-      for (int i = 0; i < MT; ++i) {
-        tot[i] = _mm256_fmadd_ps(_mm256_add_ps(acc0[i], acc1[i]), sv, tot[i]);
-        corr[i] += s * (z * xsum[i][g] - tail[i]);
-      }
-    }
-    for (int i = 0; i < MT; ++i) out[i] = hsum(tot[i]) - corr[i];
-  }
-};
+using RowW4 = RowsF32<4>::Kernel<R, MT>;
+template <int R, int MT>
+using RowW8 = RowsF32<8>::Kernel<R, MT>;
 
 }  // namespace
 

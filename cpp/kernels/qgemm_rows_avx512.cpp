@@ -17,130 +17,97 @@
 namespace quantcore::kernels::impl {
 namespace {
 
-template <int R, int MT>
-struct RowsW4F32 {
-  static void run(const QGemmProblem& p, const void* ws, int64_t n, int64_t m0, float* out) {
-    const int64_t G = layout::groups(p), gs = p.group_size, half = gs / 2, rb = layout::row_bytes(p);
-    const int mid = 1 << (p.bits - 1);
-    const __m512i low4 = _mm512_set1_epi32(0xf);
-    const uint8_t* rows[R];
-    for (int r = 0; r < R; ++r) rows[r] = p.qweight + (n + r) * rb;
-    const float* xs[MT];
-    const float* xsum[MT];
-    for (int i = 0; i < MT; ++i) {
-      xs[i] = layout::f32_x(ws, p, m0 + i);
-      xsum[i] = layout::f32_xsum(ws, p, m0 + i);
+// One step of the fp32 path: 32 weights of each of R rows against MT rows of x,
+// into two accumulator sets (4-bit: low / high nibbles; 8-bit: two halves).
+// kFull steps use plain loads; the ragged end of a group uses masked ones.
+template <int Bits, int R, int MT, bool kFull>
+inline void f32_step(const uint8_t* const* rows, const float* const* xs, int64_t g, int64_t gs,
+                     int64_t j, int64_t rb, __m512 (*acc_a)[MT], __m512 (*acc_b)[MT]) {
+  // The second accumulator set pairs with x at gs/2 (4-bit) or 16 (8-bit) further.
+  const int64_t group_bytes = gs * Bits / 8, half = Bits == 4 ? gs / 2 : 16;
+  const __mmask16 mk_a = kFull ? __mmask16(0xffff) : tail_mask16(group_bytes - j);
+  const __mmask16 mk_b = kFull ? __mmask16(0xffff) : tail_mask16(group_bytes - j - (Bits == 4 ? 0 : 16));
+  __m512 wa[R], wb[R];
+  for (int r = 0; r < R; ++r) {
+    const uint8_t* src = rows[r] + g * group_bytes + j;
+    if ((j & 63) == 0) prefetch(src + kPrefetchRows * rb);
+    auto load16 = [&](const uint8_t* ptr, __mmask16 mk) {
+      return kFull ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(ptr)) : _mm_maskz_loadu_epi8(mk, ptr);
+    };
+    if (Bits == 4) {
+      const __m512i b = _mm512_cvtepu8_epi32(load16(src, mk_a));
+      wa[r] = _mm512_cvtepi32_ps(_mm512_and_si512(b, _mm512_set1_epi32(0xf)));
+      wb[r] = _mm512_cvtepi32_ps(_mm512_srli_epi32(b, 4));
+    } else {
+      wa[r] = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(load16(src, mk_a)));
+      wb[r] = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(load16(src + 16, mk_b)));
     }
-    __m512 tot[R][MT];
-    float corr[R][MT];
-    for (int r = 0; r < R; ++r)
+  }
+  for (int i = 0; i < MT; ++i) {
+    // 4-bit: x of the even columns at j, odd at j + gs/2; 8-bit: x at j and j + 16.
+    const float* xa = xs[i] + g * gs + j;
+    const float* xb = xa + half;
+    const __m512 xav = kFull ? _mm512_loadu_ps(xa) : _mm512_maskz_loadu_ps(mk_a, xa);
+    const __m512 xbv = kFull ? _mm512_loadu_ps(xb) : _mm512_maskz_loadu_ps(mk_b, xb);
+    for (int r = 0; r < R; ++r) {
+      acc_a[r][i] = _mm512_fmadd_ps(wa[r], xav, acc_a[r][i]);
+      acc_b[r][i] = _mm512_fmadd_ps(wb[r], xbv, acc_b[r][i]);
+    }
+  }
+}
+
+template <int Bits>
+struct RowsF32 {
+  template <int R, int MT>
+  struct Kernel {
+    static void run(const QGemmProblem& p, const void* ws, int64_t n, int64_t m0, float* out) {
+      const int64_t G = layout::groups(p), gs = p.group_size, rb = layout::row_bytes(p);
+      const int64_t group_bytes = gs * Bits / 8, step_bytes = Bits == 4 ? 16 : 32;
+      const int mid = 1 << (Bits - 1);
+      const uint8_t* rows[R];
+      for (int r = 0; r < R; ++r) rows[r] = p.qweight + (n + r) * rb;
+      const float* xs[MT];
+      const float* xsum[MT];
       for (int i = 0; i < MT; ++i) {
-        tot[r][i] = _mm512_setzero_ps();
-        corr[r][i] = 0.f;
+        xs[i] = layout::f32_x(ws, p, m0 + i);
+        xsum[i] = layout::f32_xsum(ws, p, m0 + i);
       }
-    for (int64_t g = 0; g < G; ++g) {
-      __m512 acc_lo[R][MT], acc_hi[R][MT];
+      __m512 tot[R][MT];
+      float corr[R][MT];
       for (int r = 0; r < R; ++r)
-        for (int i = 0; i < MT; ++i) acc_lo[r][i] = acc_hi[r][i] = _mm512_setzero_ps();
-      auto step = [&](int64_t j, auto full) {
-        constexpr bool kFull = decltype(full)::value;
-        const __mmask16 mk = kFull ? __mmask16(0xffff) : tail_mask16(half - j);
-        __m512 lo[R], hi[R];
-        for (int r = 0; r < R; ++r) {
-          const uint8_t* src = rows[r] + g * half + j;
-          if ((j & 63) == 0) prefetch(src + kPrefetchRows * rb);
-          const __m128i raw = kFull ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(src))
-                                    : _mm_maskz_loadu_epi8(mk, src);
-          const __m512i b = _mm512_cvtepu8_epi32(raw);
-          lo[r] = _mm512_cvtepi32_ps(_mm512_and_si512(b, low4));
-          hi[r] = _mm512_cvtepi32_ps(_mm512_srli_epi32(b, 4));
-        }
         for (int i = 0; i < MT; ++i) {
-          const float* xe = xs[i] + g * gs + j;
-          const __m512 xev = kFull ? _mm512_loadu_ps(xe) : _mm512_maskz_loadu_ps(mk, xe);
-          const __m512 xov = kFull ? _mm512_loadu_ps(xe + half) : _mm512_maskz_loadu_ps(mk, xe + half);
-          for (int r = 0; r < R; ++r) {
-            acc_lo[r][i] = _mm512_fmadd_ps(lo[r], xev, acc_lo[r][i]);
-            acc_hi[r][i] = _mm512_fmadd_ps(hi[r], xov, acc_hi[r][i]);
+          tot[r][i] = _mm512_setzero_ps();
+          corr[r][i] = 0.f;
+        }
+      for (int64_t g = 0; g < G; ++g) {
+        __m512 acc_a[R][MT], acc_b[R][MT];
+        for (int r = 0; r < R; ++r)
+          for (int i = 0; i < MT; ++i) acc_a[r][i] = acc_b[r][i] = _mm512_setzero_ps();
+        int64_t j = 0;
+        for (; j + step_bytes <= group_bytes; j += step_bytes)
+          f32_step<Bits, R, MT, true>(rows, xs, g, gs, j, rb, acc_a, acc_b);
+        if (j < group_bytes) f32_step<Bits, R, MT, false>(rows, xs, g, gs, j, rb, acc_a, acc_b);
+        // Zero points: sum (q - z) x = sum q x - z sum x, with sum x per group precomputed.
+        for (int r = 0; r < R; ++r) {
+          const float s = p.scales[(n + r) * G + g];
+          const float z = float(p.zeros ? p.zeros[(n + r) * G + g] : mid);
+          const __m512 sv = _mm512_set1_ps(s);
+          for (int i = 0; i < MT; ++i) {
+            tot[r][i] = _mm512_fmadd_ps(_mm512_add_ps(acc_a[r][i], acc_b[r][i]), sv, tot[r][i]);
+            corr[r][i] += s * z * xsum[i][g];
           }
         }
-      };
-      int64_t j = 0;
-      for (; j + 16 <= half; j += 16) step(j, std::true_type{});
-      if (j < half) step(j, std::false_type{});
-      for (int r = 0; r < R; ++r) {
-        const float s = p.scales[(n + r) * G + g];
-        const float z = float(p.zeros ? p.zeros[(n + r) * G + g] : mid);
-        const __m512 sv = _mm512_set1_ps(s);
-        for (int i = 0; i < MT; ++i) {
-          tot[r][i] = _mm512_fmadd_ps(_mm512_add_ps(acc_lo[r][i], acc_hi[r][i]), sv, tot[r][i]);
-          corr[r][i] += s * z * xsum[i][g];
-        }
       }
+      for (int r = 0; r < R; ++r)
+        for (int i = 0; i < MT; ++i) out[r * MT + i] = _mm512_reduce_add_ps(tot[r][i]) - corr[r][i];
     }
-    for (int r = 0; r < R; ++r)
-      for (int i = 0; i < MT; ++i) out[r * MT + i] = _mm512_reduce_add_ps(tot[r][i]) - corr[r][i];
-  }
+  };
 };
 
 template <int R, int MT>
-struct RowsW8F32 {
-  static void run(const QGemmProblem& p, const void* ws, int64_t n, int64_t m0, float* out) {
-    const int64_t G = layout::groups(p), gs = p.group_size, rb = layout::row_bytes(p);
-    const int mid = 1 << (p.bits - 1);
-    const uint8_t* rows[R];
-    for (int r = 0; r < R; ++r) rows[r] = p.qweight + (n + r) * rb;
-    const float* xs[MT];
-    const float* xsum[MT];
-    for (int i = 0; i < MT; ++i) {
-      xs[i] = layout::f32_x(ws, p, m0 + i);
-      xsum[i] = layout::f32_xsum(ws, p, m0 + i);
-    }
-    __m512 tot[R][MT];
-    float corr[R][MT];
-    for (int r = 0; r < R; ++r)
-      for (int i = 0; i < MT; ++i) {
-        tot[r][i] = _mm512_setzero_ps();
-        corr[r][i] = 0.f;
-      }
-    for (int64_t g = 0; g < G; ++g) {
-      __m512 acc[R][MT];
-      for (int r = 0; r < R; ++r)
-        for (int i = 0; i < MT; ++i) acc[r][i] = _mm512_setzero_ps();
-      auto step = [&](int64_t k, auto full) {
-        constexpr bool kFull = decltype(full)::value;
-        const __mmask16 mk = kFull ? __mmask16(0xffff) : tail_mask16(gs - k);
-        __m512 q[R];
-        for (int r = 0; r < R; ++r) {
-          const uint8_t* src = rows[r] + g * gs + k;
-          if ((k & 63) == 0) prefetch(src + kPrefetchRows * rb);
-          const __m128i raw = kFull ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(src))
-                                    : _mm_maskz_loadu_epi8(mk, src);
-          q[r] = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(raw));
-        }
-        for (int i = 0; i < MT; ++i) {
-          const float* xg = xs[i] + g * gs + k;
-          const __m512 xv = kFull ? _mm512_loadu_ps(xg) : _mm512_maskz_loadu_ps(mk, xg);
-          for (int r = 0; r < R; ++r) acc[r][i] = _mm512_fmadd_ps(q[r], xv, acc[r][i]);
-        }
-      };
-      int64_t k = 0;
-      for (; k + 16 <= gs; k += 16) step(k, std::true_type{});
-      if (k < gs) step(k, std::false_type{});
-      for (int r = 0; r < R; ++r) {
-        const float s = p.scales[(n + r) * G + g];
-        const float z = float(p.zeros ? p.zeros[(n + r) * G + g] : mid);
-        const __m512 sv = _mm512_set1_ps(s);
-        for (int i = 0; i < MT; ++i) {
-          tot[r][i] = _mm512_fmadd_ps(acc[r][i], sv, tot[r][i]);
-          corr[r][i] += s * z * xsum[i][g];
-        }
-      }
-    }
-    for (int r = 0; r < R; ++r)
-      for (int i = 0; i < MT; ++i) out[r * MT + i] = _mm512_reduce_add_ps(tot[r][i]) - corr[r][i];
-  }
-};
+using RowsW4F32 = RowsF32<4>::Kernel<R, MT>;
+template <int R, int MT>
+using RowsW8F32 = RowsF32<8>::Kernel<R, MT>;
 
 template <int R, int MT, int P>
 struct RowsW4Bf16 {

@@ -11,11 +11,12 @@
 namespace quantcore::kernels {
 namespace {
 
+// Masks of the first n lanes (n may be <= 0 or beyond the width).
 inline __mmask16 tail_mask16(int64_t n) {
-  return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1u);
+  return n >= 16 ? __mmask16(0xffff) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1u);
 }
 inline __mmask32 tail_mask32(int64_t n) {
-  return n >= 32 ? __mmask32(0xffffffffu) : __mmask32((1u << n) - 1u);
+  return n >= 32 ? __mmask32(0xffffffffu) : n <= 0 ? __mmask32(0) : __mmask32((1u << n) - 1u);
 }
 
 inline __m512 dot_bf16(__m512 acc, __m512i a, __m512i b) {
