@@ -37,13 +37,14 @@ inline const ZeroTables& zero_tables() {
   return tables;
 }
 
-// Rows kernels prefetch the same offset kPrefetchRows weight rows further on:
-// the rows the next iteration reads. Measured on Zen 4 with weights streaming
-// from DRAM, this beats fixed distances of 0.25-4 KiB by 15-25%, and it scales
-// with the row length (K) by construction.
+// Rows kernels prefetch, into L2, the same offset kPrefetchRows weight rows
+// further on: the rows the next iteration reads. Measured on Zen 4 with weights
+// streaming from DRAM (benchmarks/RESULTS.md): 2 or 8 rows ahead, fixed
+// distances of 0.25-4 KiB, or prefetching into L1 (T0) / non-temporally all
+// lose, by up to 1.7x for 8-bit rows of 14336 bytes. It scales with K by construction.
 constexpr int64_t kPrefetchRows = 4;
 
-inline void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+inline void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T1); }
 
 }  // namespace
 }  // namespace quantcore::kernels
