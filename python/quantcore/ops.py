@@ -136,9 +136,26 @@ def dequantize(
     >>> bool((dq - w).abs().max() <= s.max() / 2 + 1e-6)
     True
     """
+    for name, t in (("qweight", qweight), ("scales", scales)):
+        _require_tensor(t, name)
+        if t.dim() != 2:
+            raise ValueError(f"{name} must be 2-D, got shape {tuple(t.shape)}")
+    if qweight.dtype != torch.int32:
+        raise TypeError(f"qweight must be torch.int32, got {qweight.dtype}")
+    if not scales.dtype.is_floating_point:
+        raise TypeError(f"scales must be a float tensor, got {scales.dtype}")
     codes = unpack(qweight, bits).to(torch.int32)
     n, k = codes.shape
     gs = k if group_size in (PER_CHANNEL, PER_TENSOR) else group_size
+    if gs <= 0 or k % gs:
+        raise ValueError(f"group_size {group_size} does not divide the {k} input features")
+    if tuple(scales.shape) not in ((n, k // gs), (1, 1)):
+        raise ValueError(f"scales must be [{n}, {k // gs}] (or [1, 1] per tensor), got {tuple(scales.shape)}")
+    if zeros is not None:
+        _require_tensor(zeros, "zeros")
+        if zeros.dtype != torch.uint8 or zeros.shape != scales.shape:
+            raise ValueError(f"zeros must be uint8 of shape {tuple(scales.shape)}, got {zeros.dtype} "
+                             f"{tuple(zeros.shape)}")
     z = zeros.to(torch.int32) if zeros is not None else torch.full_like(scales, 1 << (bits - 1), dtype=torch.int32)
     s = scales.to(torch.float32)
     if s.shape[0] == 1 and n != 1:  # per-tensor grid

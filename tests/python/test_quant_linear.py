@@ -129,3 +129,29 @@ def test_configs_validate():
         RTNConfig(clip_max_shrink=1.5)
     cfg = RTNConfig(bits=3, group_size=64, sym=False, mse_clip=True)
     assert RTNConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_from_codes_and_dequantize_validate():
+    codes = torch.randint(0, 16, (8, 64), dtype=torch.uint8)
+    scales = torch.rand(8, 2, dtype=torch.float16)
+    layer = QuantLinear.from_codes(codes, scales, None, None, bits=4, group_size=32)
+    assert torch.equal(quantcore.ops.unpack(layer.qweight, 4), codes)
+    with pytest.raises(ValueError, match="scales must be"):
+        QuantLinear.from_codes(codes, scales[:, :1], None, None, bits=4, group_size=32)
+    with pytest.raises(ValueError, match="zeros must have"):
+        QuantLinear.from_codes(codes, scales, torch.zeros(8, 1, dtype=torch.uint8), None, bits=4, group_size=32)
+    with pytest.raises(ValueError, match="bias"):
+        QuantLinear.from_codes(codes, scales, None, torch.zeros(3), bits=4, group_size=32)
+    with pytest.raises(TypeError, match="uint8"):
+        QuantLinear.from_codes(codes.int(), scales, None, None, bits=4, group_size=32)
+    with pytest.raises(ValueError, match="does not fit"):
+        QuantLinear.from_codes(codes + 16, scales, None, None, bits=4, group_size=32)
+    qw = layer.qweight
+    with pytest.raises(ValueError, match="scales must be"):
+        quantcore.ops.dequantize(qw, scales[:, :1], None, 4, 32)
+    with pytest.raises(ValueError, match="does not divide"):
+        quantcore.ops.dequantize(qw, scales, None, 4, 48)
+    with pytest.raises(TypeError, match="int32"):
+        quantcore.ops.dequantize(qw.float(), scales, None, 4, 32)
+    with pytest.raises(ValueError, match="zeros must be"):
+        quantcore.ops.dequantize(qw, scales, torch.zeros(8, 2, dtype=torch.int32), 4, 32)

@@ -113,7 +113,18 @@ class QuantLinear(nn.Module):
         ``zeros=None`` means symmetric. Per-tensor grids (``scales`` of shape
         ``[1, 1]``) are expanded per output row.
         """
+        if not isinstance(codes, torch.Tensor) or codes.dtype != torch.uint8 or codes.dim() != 2:
+            raise TypeError("codes must be a 2-D torch.uint8 tensor [out_features, in_features]")
         out_features, in_features = codes.shape
+        gs = in_features if group_size in (ops.PER_CHANNEL, ops.PER_TENSOR) else group_size
+        expected = {(out_features, in_features // gs if gs > 0 else -1), (1, 1)}
+        if tuple(scales.shape) not in expected:
+            raise ValueError(f"scales must be [{out_features}, {in_features // max(gs, 1)}] or [1, 1], "
+                             f"got {tuple(scales.shape)}")
+        if zeros is not None and tuple(zeros.shape) != tuple(scales.shape):
+            raise ValueError(f"zeros must have the shape of scales {tuple(scales.shape)}, got {tuple(zeros.shape)}")
+        if bias is not None and tuple(bias.shape) != (out_features,):
+            raise ValueError(f"bias must be [{out_features}], got {tuple(bias.shape)}")
         if scales.shape[0] == 1 and out_features > 1:
             scales = scales.expand(out_features, -1)
             zeros = zeros.expand(out_features, -1) if zeros is not None else None
