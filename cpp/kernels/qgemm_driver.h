@@ -13,7 +13,7 @@ namespace quantcore::kernels {
 namespace {
 
 constexpr int64_t kRowBlock = 16;  // weight rows kept hot in L1/L2 across x tiles
-constexpr int kMaxTile = 4;        // activation rows sharing one decoded weight vector
+constexpr int kMaxTile = 6;        // activation rows sharing one decoded weight vector (at most)
 constexpr int kMaxRows = 4;        // weight rows decoded side by side
 
 // Kernel<R, MT>::run(p, ws, n, m0, out) sets out[r * MT + i] = y[m0 + i, n + r]
@@ -39,13 +39,26 @@ void run_block(const QGemmProblem& p, const void* ws, void* y, DType y_type, int
   }
 }
 
-template <template <int, int> class Kernel, int R1, int R2, int R3, int R4>
+// Tiles of up to 4 activation rows (kWide: up to 6, for kernels with registers
+// to spare; 8 spills); R1..R4 weight rows side by side for tiles of 1..4 rows, 1 above.
+template <template <int, int> class Kernel, int R1, int R2, int R3, int R4, bool kWide = false>
 void drive_rows(const QGemmProblem& p, const void* ws, void* y, DType y_type, int64_t n_begin,
                 int64_t n_end) {
+  constexpr int64_t tile = kWide ? 6 : 4;
   for (int64_t nb = n_begin; nb < n_end; nb += kRowBlock) {
     const int64_t ne = std::min(nb + kRowBlock, n_end);
-    for (int64_t m0 = 0; m0 < p.M; m0 += kMaxTile) {
-      switch (std::min<int64_t>(kMaxTile, p.M - m0)) {
+    for (int64_t m0 = 0; m0 < p.M; m0 += tile) {
+      const int64_t mt = std::min<int64_t>(tile, p.M - m0);
+      if constexpr (kWide) {
+        if (mt > 4) {
+          if (mt == 6)
+            run_block<Kernel, 1, 6>(p, ws, y, y_type, nb, ne, m0);
+          else
+            run_block<Kernel, 1, 5>(p, ws, y, y_type, nb, ne, m0);
+          continue;
+        }
+      }
+      switch (mt) {
         case 4: run_block<Kernel, R4, 4>(p, ws, y, y_type, nb, ne, m0); break;
         case 3: run_block<Kernel, R3, 3>(p, ws, y, y_type, nb, ne, m0); break;
         case 2: run_block<Kernel, R2, 2>(p, ws, y, y_type, nb, ne, m0); break;

@@ -192,7 +192,7 @@ void qgemm_rows_f32_avx512(const QGemmProblem& p, const void* ws, void* y, DType
 void qgemm_rows_bf16_avx512(const QGemmProblem& p, const void* ws, void* y, DType y_type,
                             int64_t n_begin, int64_t n_end) {
   switch (layout::bf16_plane_count(ws)) {
-    case 1: drive_rows<RowsW4Bf16P1, 4, 2, 1, 1>(p, ws, y, y_type, n_begin, n_end); break;
+    case 1: drive_rows<RowsW4Bf16P1, 4, 2, 1, 1, true>(p, ws, y, y_type, n_begin, n_end); break;
     case 2: drive_rows<RowsW4Bf16P2, 4, 2, 1, 1>(p, ws, y, y_type, n_begin, n_end); break;
     default: drive_rows<RowsW4Bf16P3, 4, 2, 1, 1>(p, ws, y, y_type, n_begin, n_end); break;
   }
