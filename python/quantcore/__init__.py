@@ -36,6 +36,7 @@ __all__ = [
     "save_quantized",
     "load_quantized",
     "ops",
+    "assets",
     "PER_CHANNEL",
     "PER_TENSOR",
     "cpu_isa",

@@ -186,14 +186,14 @@ def quantize_(
             replacements.append((name, qlayer))
     for name, qlayer in replacements:
         replace_module(model, name, qlayer)
-    _untie_quantized_heads(model, {name for name, _ in replacements})
-    _record_quantization(model, config, replacements)
+    _untie_quantized_head(model)
+    _record_quantization(model, config)
     report.model_bytes_after = model_bytes(model)
     report.seconds = time.perf_counter() - start
     return report
 
 
-def _untie_quantized_heads(model: nn.Module, quantized: set) -> None:
+def _untie_quantized_head(model: nn.Module) -> None:
     # A quantized lm_head can no longer share the embedding matrix.
     config = getattr(model, "config", None)
     get = getattr(model, "get_output_embeddings", None)
@@ -202,7 +202,7 @@ def _untie_quantized_heads(model: nn.Module, quantized: set) -> None:
             config.tie_word_embeddings = False
 
 
-def _record_quantization(model: nn.Module, config: QuantConfig, replacements) -> None:
+def _record_quantization(model: nn.Module, config: QuantConfig) -> None:
     # save_quantized writes the method's settings into config.json; the layers
     # themselves are described from the QuantLinear modules at save time.
     methods = dict(getattr(model, "_quantcore_configs", {}) or {})
