@@ -13,6 +13,14 @@ TORCH_LIBRARY(quantcore, m) {
   m.def(
       "rtn_quantize(Tensor weight, int bits, int group_size, bool symmetric, bool mse_clip, "
       "int clip_grid, float clip_max_shrink, ScalarType scale_dtype) -> (Tensor, Tensor, Tensor)");
+  // GPTQ of a 2-D weight given H = 2/n X^T X. Returns (codes uint8, scales,
+  // zeros uint8, g_idx int32, info float64 [damp used, fallback 0/1/2, loss]).
+  m.def(
+      "gptq_quantize(Tensor weight, Tensor hessian, int bits, int group_size, bool symmetric, "
+      "bool act_order, bool static_groups, float percdamp, int block_size, bool mse_clip, "
+      "ScalarType scale_dtype) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // Streams a batch of layer inputs into H (running mean of 2 x^T x); returns the new count.
+  m.def("gptq_hessian_update(Tensor(a!) hessian, Tensor x, int samples_seen) -> int");
   // y = x @ dequant(W)^T + bias for packed int32 weights [N, K*bits/32].
   m.def(
       "qlinear(Tensor x, Tensor qweight, Tensor scales, Tensor? zeros, Tensor? bias, int bits, "

@@ -54,3 +54,15 @@ def _qlinear_fake(x, qweight, scales, zeros, bias, bits, group_size):
     k = qweight.shape[1] * 32 // bits
     _check(x.shape[-1] == k, f"quantcore.qlinear: x has {x.shape[-1]} features, weight holds {k}")
     return x.new_empty((*x.shape[:-1], qweight.shape[0]))
+
+
+@torch.library.register_fake("quantcore::gptq_quantize")
+def _gptq_quantize_fake(weight, hessian, bits, group_size, symmetric, act_order, static_groups, percdamp,
+                        block_size, mse_clip, scale_dtype):
+    rows, cols = weight.shape
+    groups = 1 if group_size == -1 else cols // group_size
+    return (weight.new_empty((rows, cols), dtype=torch.uint8),
+            weight.new_empty((rows, groups), dtype=scale_dtype),
+            weight.new_empty((rows, groups), dtype=torch.uint8),
+            weight.new_empty((cols,), dtype=torch.int32),
+            weight.new_empty((3,), dtype=torch.float64, device="cpu"))

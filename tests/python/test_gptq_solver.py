@@ -1,0 +1,169 @@
+"""The C++ GPTQ solver against a straightforward PyTorch transcription of the
+reference algorithm (IST-DASLab/gptq, gptq.py `fasterquant`)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from quantcore import ops
+
+
+def grid_ref(w, bits, sym, scale_dtype):
+    maxq = 2**bits - 1
+    lo, hi = w.min(1).values, w.max(1).values
+    if sym:
+        amax = torch.maximum(lo.abs(), hi.abs())
+        s = torch.where(amax > 0, amax * 2 / maxq, torch.ones_like(amax))
+    else:
+        lo, hi = lo.clamp(max=0), hi.clamp(min=0)
+        s = torch.where(hi > lo, (hi - lo) / maxq, torch.ones_like(hi))
+    s = s.to(scale_dtype).float()
+    s = torch.where(s > 0, s, torch.full_like(s, 5.9604645e-08 if scale_dtype == torch.float16 else 1e-38))
+    z = torch.full_like(s, 2 ** (bits - 1)) if sym else torch.round(-lo / s).clamp(0, maxq)
+    return s.unsqueeze(1), z.unsqueeze(1)
+
+
+def gptq_ref(W, H, bits, gs, sym, act_order=False, static_groups=False, percdamp=0.01, blocksize=128,
+             scale_dtype=torch.float32):
+    W, H = W.clone().float(), H.clone()
+    rows, cols = W.shape
+    maxq = 2**bits - 1
+    gsz = cols if gs == -1 else gs
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    statics = [grid_ref(W[:, g:g + gsz], bits, sym, scale_dtype) for g in range(0, cols, gsz)] \
+        if static_groups and gs != -1 else []
+    if act_order:
+        perm = torch.argsort(torch.diag(H), descending=True, stable=True)
+        W, H = W[:, perm], H[perm][:, perm]
+        invperm = torch.argsort(perm)
+    damp = percdamp * torch.mean(torch.diag(H))
+    H[range(cols), range(cols)] += damp
+    H = torch.linalg.cholesky(H)
+    H = torch.cholesky_inverse(H)
+    Hinv = torch.linalg.cholesky(H, upper=True)
+    Q = torch.zeros_like(W)
+    grid = grid_ref(W, bits, sym, scale_dtype) if gs == -1 else None
+    for i1 in range(0, cols, blocksize):
+        i2 = min(i1 + blocksize, cols)
+        W1 = W[:, i1:i2].clone()
+        Err1 = torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = i1 + i
+            w, d = W1[:, i], Hinv1[i, i]
+            if gs != -1:
+                if static_groups:
+                    grid = statics[(int(perm[col]) if act_order else col) // gsz]
+                elif col % gsz == 0:
+                    grid = grid_ref(W[:, col:col + gsz], bits, sym, scale_dtype)
+            q = torch.clamp(torch.round(w.unsqueeze(1) / grid[0]) + grid[1], 0, maxq).squeeze(1)
+            Q[:, col] = q
+            err = (w - (q - grid[1].squeeze(1)) * grid[0].squeeze(1)) / d
+            W1[:, i:] -= err.unsqueeze(1).matmul(Hinv1[i, i:].unsqueeze(0))
+            Err1[:, i] = err
+        W[:, i2:] -= Err1.matmul(Hinv[i1:i2, i2:])
+    if act_order:
+        Q = Q[:, invperm]
+    return Q.to(torch.uint8)
+
+
+def correlated_problem(rows, cols, n=512, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(cols, cols, generator=g) / cols**0.5 + torch.eye(cols)
+    X = torch.randn(n, cols, generator=g) @ mix
+    X[:, 3] *= 8  # an outlier feature
+    W = torch.randn(rows, cols, generator=g) * 0.05
+    H = torch.zeros(cols, cols)
+    seen = 0
+    for chunk in X.split(100):
+        seen = torch.ops.quantcore.gptq_hessian_update(H, chunk, seen)
+    return W, H, X
+
+
+def solve(W, H, bits, gs, sym, act_order=False, static_groups=False, block=128, scale_dtype=torch.float32,
+          mse=False):
+    return torch.ops.quantcore.gptq_quantize(W, H, bits, gs, sym, act_order, static_groups, 0.01, block, mse,
+                                             scale_dtype)
+
+
+def test_hessian_update_is_the_running_mean_of_2xtx():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(300, 24, generator=g)
+    H = torch.zeros(24, 24)
+    seen = 0
+    for chunk in X.split(70):
+        seen = torch.ops.quantcore.gptq_hessian_update(H, chunk, seen)
+    assert seen == 300
+    assert torch.allclose(H, 2 / 300 * X.t() @ X, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="NaN"):
+        torch.ops.quantcore.gptq_hessian_update(H, torch.full((2, 24), float("nan")), seen)
+
+
+@pytest.mark.parametrize("gs", [32, -1])
+@pytest.mark.parametrize("sym", [True, False])
+@pytest.mark.parametrize("act_order,static_groups", [(False, False), (True, False), (True, True), (False, True)])
+@pytest.mark.parametrize("bits", [3, 4])
+def test_codes_match_the_reference_exactly(gs, sym, act_order, static_groups, bits):
+    W, H, _ = correlated_problem(16, 96, seed=bits)
+    H[5, :] = 0  # a dead input column
+    H[:, 5] = 0
+    codes, scales, zeros, g_idx, info = solve(W, H, bits, gs, sym, act_order, static_groups, block=32)
+    ref = gptq_ref(W, H, bits, gs, sym, act_order, static_groups, blocksize=32)
+    assert torch.equal(codes, ref)
+    assert float(info[1]) == 0  # no fallback needed
+    # Codes, scales, zeros and g_idx describe the weight in RTN's form.
+    groups = 1 if gs == -1 else 96 // gs
+    assert scales.shape == (16, groups) and zeros.shape == (16, groups) and g_idx.shape == (96,)
+    assert int(g_idx.max()) == groups - 1
+
+
+def test_gptq_beats_rtn_on_correlated_inputs():
+    W, H, X = correlated_problem(64, 256, n=2048, seed=1)
+    for bits, gs in ((4, 64), (3, 64), (4, -1)):
+        c, s, z = ops.rtn_quantize(W, bits, gs, False, scale_dtype=torch.float32)
+        w_rtn = ops.dequantize(ops.pack(c, bits), s, z, bits, gs)
+        codes, scales, zeros, g_idx, _ = solve(W, H, bits, gs, False, act_order=True)
+        w_gptq = ((codes.float() - zeros.float()[:, g_idx.long()]) * scales.float()[:, g_idx.long()])
+        err = lambda wq: float((X @ (W - wq).t()).norm())
+        assert err(w_gptq) < 0.8 * err(w_rtn), (bits, gs, err(w_gptq), err(w_rtn))
+
+
+def test_indefinite_hessian_falls_back_instead_of_failing():
+    W, H, _ = correlated_problem(8, 32)
+    bad = -torch.eye(32)  # negative definite: no damping within range helps
+    codes, scales, zeros, g_idx, info = solve(W, bad, 4, 32, True)
+    assert float(info[1]) in (1.0, 2.0)
+    assert codes.shape == (8, 32)
+    c_rtn, _, _ = ops.rtn_quantize(W, 4, 32, True, scale_dtype=torch.float32)
+    if float(info[1]) == 2.0:
+        assert torch.equal(codes, c_rtn)  # H^-1 = I is plain RTN
+
+
+def test_bad_inputs_raise():
+    W, H, _ = correlated_problem(8, 32)
+    with pytest.raises(ValueError, match="NaN"):
+        solve(torch.full_like(W, float("nan")), H, 4, 32, True)
+    Hn = H.clone()
+    Hn[0, 0] = float("inf")
+    with pytest.raises(ValueError, match="NaN"):
+        solve(W, Hn, 4, 32, True)
+    with pytest.raises(ValueError, match="hessian must be"):
+        solve(W, H[:16, :16], 4, 32, True)
+    with pytest.raises(ValueError, match="divide"):
+        solve(W, H, 4, 24, True)
+    with pytest.raises(ValueError, match="bits"):
+        solve(W, H, 9, 32, True)
+    with pytest.raises(TypeError, match="hessian"):
+        solve(W, H.double(), 4, 32, True)
+
+
+def test_opcheck_and_input_untouched():
+    W, H, _ = correlated_problem(8, 64)
+    W0, H0 = W.clone(), H.clone()
+    torch.library.opcheck(torch.ops.quantcore.gptq_quantize.default,
+                          (W, H, 4, 32, True, True, False, 0.01, 32, False, torch.float16),
+                          test_utils=("test_schema", "test_faketensor"))
+    assert torch.equal(W, W0) and torch.equal(H, H0)
