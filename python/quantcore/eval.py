@@ -1,9 +1,9 @@
-"""Model-quality measurements: perplexity on a text, agreement with a reference model."""
+"""Model-quality measurements: perplexity on a text."""
 
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 from torch import nn
@@ -23,35 +23,59 @@ def token_ids(tokenizer: Any, text: str) -> torch.Tensor:
 @torch.no_grad()
 def perplexity(
     model: nn.Module,
-    ids: torch.Tensor,
+    tokens: Union[torch.Tensor, Any],
+    text: Optional[str] = None,
     *,
-    seq_len: int = 512,
+    seq_len: int = 2048,
+    stride: Optional[int] = None,
     max_windows: Optional[int] = None,
-    batch_size: int = 1,
     progress: bool = True,
 ) -> float:
-    """Perplexity of ``model`` on ``ids`` (1-D token ids) in non-overlapping windows.
+    """Perplexity of ``model`` on a text, in windows of ``seq_len`` tokens.
 
-    Every token after the first of each window is scored, as in the GPTQ and
-    AWQ papers' WikiText-2 protocol (there with ``seq_len=2048``).
+    ``tokens`` is either a 1-D tensor of token ids or a tokenizer, with ``text``
+    the string to score. With ``stride=None`` (= ``seq_len``) the windows do not
+    overlap and each window's first token is not scored, as in the GPTQ and AWQ
+    papers' WikiText-2 protocol. A smaller ``stride`` slides the window and scores
+    only the tokens not scored before, each with up to ``seq_len`` tokens of context.
     """
+    if isinstance(tokens, torch.Tensor):
+        ids = tokens
+    else:
+        if text is None:
+            raise ValueError("pass the text to score along with the tokenizer")
+        ids = token_ids(tokens, text)
     if ids.dim() != 1:
-        raise ValueError(f"ids must be 1-D, got shape {tuple(ids.shape)}")
+        raise ValueError(f"token ids must be 1-D, got shape {tuple(ids.shape)}")
     if seq_len < 2:
         raise ValueError("seq_len must be >= 2")
-    n_windows = ids.numel() // seq_len
+    stride = seq_len if stride is None else stride
+    if not 1 <= stride <= seq_len:
+        raise ValueError(f"stride must be in [1, seq_len], got {stride}")
+    n = ids.numel()
+    if n < seq_len:
+        raise ValueError(f"the text has {n} tokens, fewer than one window of {seq_len}")
+    # Window starts: non-overlapping windows use whole windows only (the paper's
+    # protocol); sliding windows cover the text to its end.
+    if stride == seq_len:
+        starts = list(range(0, n - seq_len + 1, seq_len))
+    else:
+        starts = list(range(0, n - seq_len + 1, stride))
+        if starts[-1] + seq_len < n:
+            starts.append(n - seq_len)
     if max_windows is not None:
-        n_windows = min(n_windows, max_windows)
-    if n_windows == 0:
-        raise ValueError(f"the text has {ids.numel()} tokens, fewer than one window of {seq_len}")
-    windows = ids[: n_windows * seq_len].view(n_windows, seq_len)
+        starts = starts[:max_windows]
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    total_nll, total_tokens = 0.0, 0
-    for start in tqdm(range(0, n_windows, batch_size), desc="perplexity", disable=not progress, unit="batch"):
-        batch = windows[start:start + batch_size].to(device)
-        logits = model(batch).logits.float()
-        nll = nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum")
+    total_nll, total_tokens, scored_until = 0.0, 0, 0
+    for begin in tqdm(starts, desc="perplexity", disable=not progress, unit="window"):
+        end = begin + seq_len
+        window = ids[begin:end].to(device).unsqueeze(0)
+        logits = model(window).logits[0, :-1].float()
+        targets = window[0, 1:]
+        # Score only positions not scored by an earlier window (all but the first token at start).
+        first = 0 if stride == seq_len else max(scored_until - begin - 1, 0)
+        nll = nn.functional.cross_entropy(logits[first:], targets[first:], reduction="sum")
         total_nll += float(nll)
-        total_tokens += batch[:, 1:].numel()
+        total_tokens += targets.numel() - first
+        scored_until = end
     return math.exp(total_nll / total_tokens)
