@@ -18,6 +18,7 @@ from . import _C  # registers torch.ops.quantcore.*
 from . import _fake_ops  # noqa: F401
 from . import ops
 from .config import QuantConfig, RTNConfig
+from .gptq import GPTQConfig
 from .nn import QuantLinear
 from . import assets
 from .ops import PER_CHANNEL, PER_TENSOR
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
     "QuantConfig",
     "RTNConfig",
+    "GPTQConfig",
     "QuantLinear",
     "quantize_",
     "QuantizationReport",

@@ -41,6 +41,7 @@ class QuantizationReport:
     model_bytes_before: int = 0
     model_bytes_after: int = 0
     seconds: float = 0.0
+    notes: Dict[str, str] = field(default_factory=dict)  # layers whose solver needed a fallback
 
     @property
     def bytes_before(self) -> int:
@@ -65,7 +66,7 @@ class QuantizationReport:
         return {
             "method": self.method, "config": self.config, "seconds": self.seconds,
             "model_bytes_before": self.model_bytes_before, "model_bytes_after": self.model_bytes_after,
-            "bits_per_weight": self.bits_per_weight, "skipped": self.skipped,
+            "bits_per_weight": self.bits_per_weight, "skipped": self.skipped, "notes": self.notes,
             "layers": [vars(layer) for layer in self.layers],
         }
 
@@ -84,7 +85,10 @@ class QuantizationReport:
         ]
         if worst is not None:
             mean = sum(layer.rel_error for layer in self.layers) / len(self.layers)
-            lines.append(f"  weight error mean {mean:.4f}, worst {worst.rel_error:.4f} ({worst.name})")
+            what = "output error" if self.method == "gptq" else "weight error"
+            lines.append(f"  {what} mean {mean:.4f}, worst {worst.rel_error:.4f} ({worst.name})")
+        for name, note in list(self.notes.items())[:5]:
+            lines.append(f"  note: {name}: {note}")
         return "\n".join(lines)
 
 
@@ -149,10 +153,16 @@ def quantize_(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(config, QuantConfig):
         raise TypeError(f"config must be a quantcore config such as RTNConfig, got {type(config).__name__}")
-    if type(config) is not RTNConfig:
+    from .gptq import GPTQConfig, gptq_quantize_model
+
+    if type(config) not in (RTNConfig, GPTQConfig):
         raise ValueError(f"quantize_ does not support {type(config).__name__} yet")
-    if method_inputs:
-        raise TypeError(f"unexpected arguments for {config.method}: {sorted(method_inputs)}")
+    allowed = {"calib", "tokenizer"} if isinstance(config, GPTQConfig) else set()
+    unexpected = set(method_inputs) - allowed
+    if unexpected:
+        raise TypeError(f"unexpected arguments for {config.method}: {sorted(unexpected)}")
+    if isinstance(config, GPTQConfig) and method_inputs.get("calib") is None:
+        raise ValueError("GPTQ needs calibration data: quantize_(model, GPTQConfig(...), calib=texts, tokenizer=tok)")
 
     start = time.perf_counter()
     targets, skipped = find_targets(model, include, exclude, skip_output_embeddings)
@@ -166,6 +176,28 @@ def quantize_(
 
     report = QuantizationReport(method=config.method, config=config.to_dict(), skipped=skipped,
                                 model_bytes_before=model_bytes(model))
+    if isinstance(config, GPTQConfig):
+        sizes = {n: sum(p.numel() * p.element_size() for p in m.parameters(recurse=False)) for n, m in targets}
+        results, notes = gptq_quantize_model(model, config, targets, method_inputs["calib"],
+                                             method_inputs.get("tokenizer"), progress)
+        by_name = {}
+        for full, qlayer, rel, _secs in results:
+            by_name[full] = qlayer
+            report.layers.append(LayerReport(
+                name=full, in_features=qlayer.in_features, out_features=qlayer.out_features, bits=qlayer.bits,
+                group_size=qlayer.group_size, bytes_before=sizes.get(full, 0), bytes_after=qlayer.storage_bytes(),
+                bits_per_weight=qlayer.weight_bits_per_element(), rel_error=rel))
+        missing = [n for n, _ in targets if n not in by_name]
+        for name in missing:  # linears outside the decoder layers: plain RTN
+            qlayer = QuantLinear.from_linear(model.get_submodule(name), RTNConfig(
+                bits=config.bits, group_size=config.group_size, sym=config.sym, scale_dtype=config.scale_dtype))
+            replace_module(model, name, qlayer)
+        report.notes = notes
+        _untie_quantized_head(model)
+        _record_quantization(model, config)
+        report.model_bytes_after = model_bytes(model)
+        report.seconds = time.perf_counter() - start
+        return report
     replacements = []
     with torch.no_grad():
         for name, module in tqdm(targets, desc=f"quantcore {config.method}", disable=not progress,
