@@ -34,7 +34,7 @@ def main() -> None:
         return qe.perplexity(m, evaluation, seq_len=512, max_windows=16, progress=False)
 
     base_ppl = ppl(base)
-    print(f"| config | RTN ppl | GPTQ ppl | GPTQ increase / RTN increase | GPTQ time s |\n|---|---|---|---|---|")
+    print("| config | RTN ppl | GPTQ ppl | GPTQ increase / RTN increase | GPTQ time s |\n|---|---|---|---|---|")
     print(f"| float32 | {base_ppl:.2f} | | | |")
     for bits, gs in [(8, -1), (4, 64), (4, -1), (3, 64)]:
         m = copy.deepcopy(base)
