@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ._targets import replace_module
 from .config import QuantConfig
 from .nn.quant_linear import QuantLinear, is_conv1d, linear_weight
 
@@ -202,7 +203,7 @@ def gptq_quantize_model(
                 for n, m in now:
                     t0 = time.perf_counter()
                     qlayer, rel, note = _solve_one(m, hess[id(m)][0], config)
-                    _replace_in(block, n, qlayer)
+                    replace_module(block, n, qlayer)
                     full = names[id(m)]
                     if note:
                         notes[full] = note
@@ -221,12 +222,6 @@ def _same_input_group(todo, order, hess) -> set:
     first = order[0]
     ref = hess[first][0]
     return {id(m) for _, m in todo if hess[id(m)][0].shape == ref.shape and torch.equal(hess[id(m)][0], ref)}
-
-
-def _replace_in(block: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = block.get_submodule(parent_name) if parent_name else block
-    setattr(parent, child, new)
 
 
 def _solve_one(module: nn.Module, hessian: torch.Tensor, config: GPTQConfig) -> Tuple[QuantLinear, float, str]:

@@ -187,11 +187,17 @@ def quantize_(
                 name=full, in_features=qlayer.in_features, out_features=qlayer.out_features, bits=qlayer.bits,
                 group_size=qlayer.group_size, bytes_before=sizes.get(full, 0), bytes_after=qlayer.storage_bytes(),
                 bits_per_weight=qlayer.weight_bits_per_element(), rel_error=rel))
-        missing = [n for n, _ in targets if n not in by_name]
-        for name in missing:  # linears outside the decoder layers: plain RTN
-            qlayer = QuantLinear.from_linear(model.get_submodule(name), RTNConfig(
+        for name, module in targets:  # linears outside the decoder layers: plain RTN
+            if name in by_name:
+                continue
+            qlayer = QuantLinear.from_linear(module, RTNConfig(
                 bits=config.bits, group_size=config.group_size, sym=config.sym, scale_dtype=config.scale_dtype))
             replace_module(model, name, qlayer)
+            notes[name] = "outside the decoder layers: quantized with RTN"
+            report.layers.append(LayerReport(
+                name=name, in_features=qlayer.in_features, out_features=qlayer.out_features, bits=qlayer.bits,
+                group_size=qlayer.group_size, bytes_before=sizes[name], bytes_after=qlayer.storage_bytes(),
+                bits_per_weight=qlayer.weight_bits_per_element(), rel_error=float("nan")))
         report.notes = notes
         _untie_quantized_head(model)
         _record_quantization(model, config)

@@ -69,3 +69,16 @@ def cpu_isa(request):
     quantcore.set_cpu_isa(request.param)
     yield request.param
     quantcore.set_cpu_isa(quantcore._C.best_cpu_isa())
+
+
+@pytest.fixture
+def char_tokenizer():
+    """A character-level tokenizer built in memory (a-z), for text inputs without downloads."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {chr(97 + i): i for i in range(26)}
+    vocab["[UNK]"] = 26
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]")

@@ -57,15 +57,8 @@ def test_bad_arguments():
         qc_eval.perplexity(model, object(), progress=False)
 
 
-def test_eval_cli_on_a_saved_quantized_model(tmp_path, capsys):
-    from transformers import PreTrainedTokenizerFast
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    vocab = {chr(97 + i): i for i in range(26)}
-    vocab["[UNK]"] = 26
-    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    tk.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]")
+def test_eval_cli_on_a_saved_quantized_model(tmp_path, capsys, char_tokenizer):
+    tok = char_tokenizer
     model = make_tiny("llama")
     quantcore.quantize_(model, RTNConfig(bits=8, group_size=32), progress=False)
     out = quantcore.save_quantized(model, tmp_path / "q", tokenizer=tok)

@@ -47,15 +47,8 @@ def test_gptq_end_to_end_beats_rtn_and_round_trips(name, tmp_path):
         assert torch.equal(loaded(held_out).logits, m_gptq(held_out).logits)
 
 
-def test_gptq_options_and_text_calibration():
-    from transformers import PreTrainedTokenizerFast
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    vocab = {chr(97 + i): i for i in range(26)}
-    vocab["[UNK]"] = 26
-    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    tk.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]")
+def test_gptq_options_and_text_calibration(char_tokenizer):
+    tok = char_tokenizer
     model = make_tiny("llama")
     text = "the quick brown fox jumps over the lazy dog " * 30
     cfg = GPTQConfig(bits=4, group_size=32, act_order=True, static_groups=True, sym=False, true_sequential=False,
@@ -82,3 +75,12 @@ def test_gptq_bad_inputs():
     assert not any(isinstance(m, QuantLinear) for m in model.modules())
     with pytest.raises(ValueError, match="decoder layers"):
         find_decoder_layers(torch.nn.Sequential(torch.nn.ReLU()))
+
+
+def test_linears_outside_decoder_layers_fall_back_to_rtn_with_a_note():
+    model = make_tiny("llama")
+    report = quantcore.quantize_(model, GPTQConfig(bits=8, group_size=32, n_samples=4, seq_len=32),
+                                 calib=calib_ids(4), include=["*"], progress=False)
+    assert isinstance(model.lm_head, QuantLinear)
+    assert "lm_head" in report.notes and "RTN" in report.notes["lm_head"]
+    assert len(report.layers) == 15
