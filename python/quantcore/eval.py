@@ -55,14 +55,11 @@ def perplexity(
     n = ids.numel()
     if n < seq_len:
         raise ValueError(f"the text has {n} tokens, fewer than one window of {seq_len}")
-    # Window starts: non-overlapping windows use whole windows only (the paper's
-    # protocol); sliding windows cover the text to its end.
-    if stride == seq_len:
-        starts = list(range(0, n - seq_len + 1, seq_len))
-    else:
-        starts = list(range(0, n - seq_len + 1, stride))
-        if starts[-1] + seq_len < n:
-            starts.append(n - seq_len)
+    # Non-overlapping windows use whole windows only (the papers' protocol);
+    # sliding windows also take a last window ending at the text's end.
+    starts = list(range(0, n - seq_len + 1, stride))
+    if stride < seq_len and starts[-1] + seq_len < n:
+        starts.append(n - seq_len)
     if max_windows is not None:
         starts = starts[:max_windows]
     device = next((p.device for p in model.parameters()), torch.device("cpu"))

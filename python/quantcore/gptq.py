@@ -173,55 +173,65 @@ def gptq_quantize_model(
             names = {id(m): f"{layers_path}.{li}.{n}" for n, m in todo}
             layer_errs = []
             while todo:
-                hess = {id(m): [torch.zeros(linear_weight(m).shape[1], linear_weight(m).shape[1]), 0] for _, m in todo}
-                order: List[int] = []
+                # Linears fed the same tensor (q/k/v, gate/up) share one Hessian:
+                # it is accumulated once, and the sharing defines true-sequential groups.
+                acc: Dict[int, list] = {}     # id(module) -> [H, samples], shared between aliases
+                order: List[int] = []         # modules in the order their input first arrived
+                seen_input: Dict[tuple, int] = {}  # (id, data_ptr, shape) of this forward's inputs
 
                 def make_hook(mod):
                     def hook(_m, args):
                         x = args[0]
+                        key = (id(x), x.data_ptr(), tuple(x.shape))
+                        owner = seen_input.get(key)
+                        if id(mod) not in acc:
+                            order.append(id(mod))
+                            if owner is not None and owner != id(mod):
+                                acc[id(mod)] = acc[owner]  # same input as an earlier linear
+                                return
+                            cols = linear_weight(mod).shape[1]
+                            acc[id(mod)] = [torch.zeros(cols, cols), 0]
+                        elif owner is not None and acc[owner] is acc[id(mod)] and owner != id(mod):
+                            return  # this input was already accumulated for the group
                         if not bool(torch.isfinite(x).all()):
                             raise ValueError(f"{names[id(mod)]}: calibration inputs contain NaN or Inf")
-                        if id(mod) not in order:
-                            order.append(id(mod))
-                        h = hess[id(mod)]
+                        seen_input[key] = id(mod)
+                        h = acc[id(mod)]
                         h[1] = torch.ops.quantcore.gptq_hessian_update(h[0], x.detach().float(), h[1])
                     return hook
 
                 handles = [m.register_forward_pre_hook(make_hook(m)) for _, m in todo]
                 try:
                     for args, kwargs in inputs:
+                        seen_input.clear()
                         block(*args, **kwargs)
                 finally:
                     for h in handles:
                         h.remove()
-                # true_sequential: only the linears fed first (they share the first input) now.
-                if config.true_sequential and order:
-                    first_input_group = _same_input_group(todo, order, hess)
-                    now = [(n, m) for n, m in todo if id(m) in first_input_group]
+                # true_sequential: now only the group fed first; later groups see its quantized output.
+                if not order:
+                    break  # the rest never ran on calibration data; quantize_ falls back to RTN
+                if config.true_sequential:
+                    first = acc[order[0]]
+                    now = [(n, m) for n, m in todo if acc.get(id(m)) is first]
                 else:
-                    now = list(todo)
+                    now = [(n, m) for n, m in todo if id(m) in acc]
+                hess = {k: v[0] for k, v in acc.items()}
                 for n, m in now:
                     t0 = time.perf_counter()
-                    qlayer, rel, note = _solve_one(m, hess[id(m)][0], config)
+                    qlayer, rel, note = _solve_one(m, hess[id(m)], config)
                     replace_module(block, n, qlayer)
                     full = names[id(m)]
                     if note:
                         notes[full] = note
                     results.append((full, qlayer, rel, time.perf_counter() - t0))
                     layer_errs.append(rel)
-                todo = [(n, m) for n, m in todo if all(m is not mm for _, mm in now)]
+                todo = [(n, m) for n, m in todo if all(m is not mm for _, mm in now) and
+                        (config.true_sequential or id(m) in acc)]
             inputs = [((_first_tensor(block(*args, **kwargs)),) + tuple(args[1:]), kwargs) for args, kwargs in inputs]
             if layer_errs:
                 bar.set_postfix(rel_err=f"{max(layer_errs):.4f}")
     return results, notes
-
-
-def _same_input_group(todo, order, hess) -> set:
-    # Linears whose first input came first share that input (q/k/v, gate/up):
-    # group them by equal Hessians' first entry, cheap and exact for shared inputs.
-    first = order[0]
-    ref = hess[first][0]
-    return {id(m) for _, m in todo if hess[id(m)][0].shape == ref.shape and torch.equal(hess[id(m)][0], ref)}
 
 
 def _solve_one(module: nn.Module, hessian: torch.Tensor, config: GPTQConfig) -> Tuple[QuantLinear, float, str]:

@@ -187,13 +187,13 @@ def quantize_(
                 name=full, in_features=qlayer.in_features, out_features=qlayer.out_features, bits=qlayer.bits,
                 group_size=qlayer.group_size, bytes_before=sizes.get(full, 0), bytes_after=qlayer.storage_bytes(),
                 bits_per_weight=qlayer.weight_bits_per_element(), rel_error=rel))
-        for name, module in targets:  # linears outside the decoder layers: plain RTN
+        for name, module in targets:  # linears calibration never reached: plain RTN
             if name in by_name:
                 continue
             qlayer = QuantLinear.from_linear(module, RTNConfig(
                 bits=config.bits, group_size=config.group_size, sym=config.sym, scale_dtype=config.scale_dtype))
             replace_module(model, name, qlayer)
-            notes[name] = "outside the decoder layers: quantized with RTN"
+            notes[name] = "not reached by calibration (outside the decoder layers or unused): quantized with RTN"
             report.layers.append(LayerReport(
                 name=name, in_features=qlayer.in_features, out_features=qlayer.out_features, bits=qlayer.bits,
                 group_size=qlayer.group_size, bytes_before=sizes[name], bytes_after=qlayer.storage_bytes(),

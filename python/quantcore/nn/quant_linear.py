@@ -116,10 +116,9 @@ class QuantLinear(nn.Module):
         if not isinstance(codes, torch.Tensor) or codes.dtype != torch.uint8 or codes.dim() != 2:
             raise TypeError("codes must be a 2-D torch.uint8 tensor [out_features, in_features]")
         out_features, in_features = codes.shape
-        gs = in_features if group_size in (ops.PER_CHANNEL, ops.PER_TENSOR) else group_size
-        expected = {(out_features, in_features // gs if gs > 0 else -1), (1, 1)}
-        if tuple(scales.shape) not in expected:
-            raise ValueError(f"scales must be [{out_features}, {in_features // max(gs, 1)}] or [1, 1], "
+        gs = in_features if group_size in (ops.PER_CHANNEL, ops.PER_TENSOR) else max(group_size, 1)
+        if tuple(scales.shape) not in {(out_features, in_features // gs), (1, 1)}:
+            raise ValueError(f"scales must be [{out_features}, {in_features // gs}] or [1, 1], "
                              f"got {tuple(scales.shape)}")
         if zeros is not None and tuple(zeros.shape) != tuple(scales.shape):
             raise ValueError(f"zeros must have the shape of scales {tuple(scales.shape)}, got {tuple(zeros.shape)}")
