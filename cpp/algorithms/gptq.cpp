@@ -1,10 +1,16 @@
 #include "gptq.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cmath>
-#include <vector>
+#include <limits>
+
+#include "gptq_block.h"
+#include "rtn.h"
+#include "status.h"
 
 namespace quantcore::algorithms {
 
@@ -34,7 +40,8 @@ Grid make_grid(const at::Tensor& lo_in, const at::Tensor& hi_in, const GptqOptio
   scale = scale.to(opt.scale_dtype).to(at::kFloat);
   TORCH_CHECK_VALUE(at::isfinite(scale).all().item<bool>(),
                     "gptq: a group's scale overflows the scale dtype; use float32 or bfloat16 scales");
-  const double tiny = opt.scale_dtype == at::kHalf ? 5.9604645e-08 : 1e-38;
+  // The floor RTN's kernel uses for scales that underflow the storage dtype.
+  const double tiny = opt.scale_dtype == at::kHalf ? 5.9604645e-08 : 2.0 * std::numeric_limits<float>::denorm_min();
   scale = at::where(scale > 0, scale, at::full_like(scale, tiny));
   if (opt.symmetric)
     zero = at::full_like(scale, double((1 << opt.bits) / 2));
@@ -47,14 +54,16 @@ at::Tensor quantize(const at::Tensor& w, const Grid& g, double maxq) {
   return at::clamp(at::round(w / g.scale) + g.zero, 0, maxq);
 }
 
-Grid find_grid(const at::Tensor& w, const GptqOptions& opt) {
+// ATen grid search (any device): min/max grid, then the RTN clip grid of ratios
+// 1 - i/100 down to 0.2 when mse_clip is set.
+Grid find_grid_aten(const at::Tensor& w, const GptqOptions& opt) {
   const double maxq = double((1 << opt.bits) - 1);
   at::Tensor lo = std::get<0>(w.min(1)), hi = std::get<0>(w.max(1));
   Grid best = make_grid(lo, hi, opt);
   if (!opt.mse_clip) return best;
   auto error = [&](const Grid& g) { return ((quantize(w, g, maxq) - g.zero) * g.scale - w).pow(2).sum(1); };
   at::Tensor best_err = error(best);
-  for (int i = 1; i <= 80; ++i) {  // the RTN clip grid: ratios 1 - i/100 down to 0.2
+  for (int i = 1; i <= 80; ++i) {
     const double ratio = 1.0 - i / 100.0;
     Grid cand = make_grid(lo * ratio, hi * ratio, opt);
     at::Tensor err = error(cand);
@@ -64,6 +73,93 @@ Grid find_grid(const at::Tensor& w, const GptqOptions& opt) {
     best.zero = at::where(better.unsqueeze(1), cand.zero, best.zero);
   }
   return best;
+}
+
+kernels::ScaleType kernel_scale_type(at::ScalarType t) {
+  return t == at::kHalf ? kernels::ScaleType::kF16 : t == at::kBFloat16 ? kernels::ScaleType::kBF16
+                                                                        : kernels::ScaleType::kF32;
+}
+
+// Grid of columns [c0, c0 + n) of every row of W (float32 [rows, cols],
+// contiguous), written into column g of scales / zeros (float32 [rows, grids]).
+// On the CPU this is RTN's own grid kernel (the same rules and clip grid).
+void find_grid(const at::Tensor& W, int64_t c0, int64_t n, const GptqOptions& opt, at::Tensor& scales,
+               at::Tensor& zeros, int64_t g) {
+  if (!W.is_cpu()) {
+    Grid grid = find_grid_aten(W.narrow(1, c0, n), opt);
+    scales.select(1, g).copy_(grid.scale.squeeze(1));
+    zeros.select(1, g).copy_(grid.zero.squeeze(1));
+    return;
+  }
+  kernels::RtnParams p;
+  p.bits = opt.bits;
+  p.symmetric = opt.symmetric;
+  p.group_size = n;
+  p.mse_clip = opt.mse_clip;
+  p.scale_type = kernel_scale_type(opt.scale_dtype);
+  const int64_t rows = W.size(0), cols = W.size(1), grids = scales.size(1);
+  const float* w = W.data_ptr<float>();
+  float* s = scales.data_ptr<float>();
+  float* z = zeros.data_ptr<float>();
+  try {
+    at::parallel_for(0, rows, std::max<int64_t>(1, 4096 / n), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        int zero = 0;
+        kernels::rtn_group_grid(w + r * cols + c0, n, p, s + r * grids + g, &zero);
+        z[r * grids + g] = float(zero);
+      }
+    });
+  } catch (const kernels::KernelError& e) {
+    TORCH_CHECK_VALUE(false, "gptq: ", e.what());
+  }
+}
+
+// One lazy block, columns [i1, i2) of W, on the CPU kernel (rows in parallel).
+double quantize_block_cpu(at::Tensor& W, const at::Tensor& Hinv, const at::Tensor& scales,
+                          const at::Tensor& zeros, const at::Tensor& grid_of, int bits, at::Tensor& Q,
+                          at::Tensor& Err1, int64_t i1, int64_t i2) {
+  const int64_t rows = W.size(0), cols = W.size(1);
+  kernels::GptqBlock b;
+  b.w = W.data_ptr<float>() + i1;
+  b.ld_w = cols;
+  b.count = i2 - i1;
+  b.hinv = Hinv.data_ptr<float>() + i1 * cols + i1;
+  b.ld_h = cols;
+  b.scales = scales.data_ptr<float>();
+  b.zeros = zeros.data_ptr<float>();
+  b.ld_grid = scales.size(1);
+  b.grid_of = grid_of.data_ptr<int32_t>() + i1;
+  b.bits = bits;
+  b.codes = Q.data_ptr<uint8_t>() + i1;
+  b.ld_codes = cols;
+  b.err = Err1.data_ptr<float>();
+  b.ld_err = b.count;
+  const int64_t grain = std::max<int64_t>(1, 8192 / b.count);
+  return at::parallel_reduce(
+      0, rows, grain, 0.0,
+      [&](int64_t r0, int64_t r1, double acc) { return acc + kernels::gptq_block_rows(b, r0, r1); },
+      [](double a, double c) { return a + c; });
+}
+
+// The same block with ATen column operations (CUDA and other devices): no host
+// synchronisation inside the loop; returns the block's loss as a 0-d tensor.
+at::Tensor quantize_block_aten(at::Tensor& W, const at::Tensor& Hinv, const at::Tensor& scales,
+                               const at::Tensor& zeros, const at::Tensor& grid_of, double maxq,
+                               at::Tensor& Q, at::Tensor& Err1, int64_t i1, int64_t i2) {
+  const int64_t count = i2 - i1;
+  at::Tensor W1 = W.narrow(1, i1, count);  // a view: updated in place
+  at::Tensor Hinv1 = Hinv.narrow(0, i1, count).narrow(1, i1, count);
+  at::Tensor cols_grid = grid_of.narrow(0, i1, count).to(W.device(), at::kLong);
+  at::Tensor S = scales.index_select(1, cols_grid), Z = zeros.index_select(1, cols_grid);
+  for (int64_t i = 0; i < count; ++i) {
+    at::Tensor w = W1.select(1, i), s = S.select(1, i), z = Z.select(1, i);
+    at::Tensor q = at::clamp(at::round(w / s) + z, 0, maxq);
+    Q.select(1, i1 + i).copy_(q);
+    at::Tensor err = (w - (q - z) * s) / Hinv1.select(0, i).select(0, i);
+    Err1.select(1, i).copy_(err);
+    if (i + 1 < count) W1.narrow(1, i + 1, count - i - 1).sub_(at::outer(err, Hinv1.select(0, i).narrow(0, i + 1, count - i - 1)));
+  }
+  return Err1.pow(2).sum();
 }
 
 // Upper Cholesky factor of H^-1, as the reference computes it. Returns an
@@ -110,9 +206,14 @@ GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, co
   H.diagonal().masked_fill_(dead, 1.0);
   W.index_put_({Slice(), dead}, 0.0);
 
-  std::vector<Grid> static_grids;
-  if (opt.static_groups && opt.group_size != -1)
-    for (int64_t g0 = 0; g0 < cols; g0 += gs) static_grids.push_back(find_grid(W.index({Slice(), Slice(g0, g0 + gs)}), opt));
+  // Static groups: every grid from the weight before reordering and updates.
+  const bool static_groups = opt.static_groups && opt.group_size != -1;
+  at::Tensor static_scales, static_zeros;
+  if (static_groups) {
+    static_scales = at::empty({rows, cols / gs}, W.options());
+    static_zeros = at::empty({rows, cols / gs}, W.options());
+    for (int64_t g = 0; g < cols / gs; ++g) find_grid(W, g * gs, gs, opt, static_scales, static_zeros, g);
+  }
 
   at::Tensor perm, invperm;
   if (opt.act_order) {
@@ -139,61 +240,50 @@ GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, co
     if (!Hinv.defined()) Hinv = at::eye(cols, W.options());
   }
 
-  at::Tensor Q = at::zeros_like(W);  // integer codes (as float) in permuted order
+  Hinv = Hinv.contiguous();  // the CPU kernel reads its rows through raw pointers
+
+  // Grids: one per group (per permuted group unless static), or one per row.
   const int64_t groups = cols / gs;
   at::Tensor scales = at::empty({rows, groups}, W.options());
   at::Tensor zeros = at::empty({rows, groups}, W.options());
-  Grid grid;
-  if (opt.group_size == -1) {
-    grid = find_grid(W, opt);
-    scales.index_put_({Slice(), 0}, grid.scale.squeeze(1));
-    zeros.index_put_({Slice(), 0}, grid.zero.squeeze(1));
-  }
-  double loss = 0;
-  for (int64_t i1 = 0; i1 < cols; i1 += opt.block_size) {
-    const int64_t i2 = std::min(i1 + opt.block_size, cols), count = i2 - i1;
-    at::Tensor W1 = W.index({Slice(), Slice(i1, i2)}).clone();
-    at::Tensor Err1 = at::zeros_like(W1);
-    at::Tensor Hinv1 = Hinv.index({Slice(i1, i2), Slice(i1, i2)});
-    for (int64_t i = 0; i < count; ++i) {
-      const int64_t col = i1 + i;
-      at::Tensor w = W1.index({Slice(), i});
-      const double d = Hinv1.index({i, i}).item<double>();
-      if (opt.group_size != -1) {
-        if (opt.static_groups) {
-          const int64_t orig = opt.act_order ? perm.index({col}).item<int64_t>() : col;
-          grid = static_grids[size_t(orig / gs)];
-        } else if (col % gs == 0) {
-          // As the reference: the group's grid from W with all earlier blocks'
-          // updates applied (this block's in-block updates are in W1).
-          grid = find_grid(W.index({Slice(), Slice(col, col + gs)}), opt);
-          scales.index_put_({Slice(), col / gs}, grid.scale.squeeze(1));
-          zeros.index_put_({Slice(), col / gs}, grid.zero.squeeze(1));
-        }
-      }
-      at::Tensor q = quantize(w.unsqueeze(1), grid, maxq).squeeze(1);
-      Q.index_put_({Slice(), col}, q);
-      at::Tensor dq = (q - grid.zero.squeeze(1)) * grid.scale.squeeze(1);
-      at::Tensor err = (w - dq) / d;
-      loss += (err * err).sum().item<double>();
-      W1.index({Slice(), Slice(i)}).sub_(at::matmul(err.unsqueeze(1), Hinv1.index({i, Slice(i)}).unsqueeze(0)));
-      Err1.index_put_({Slice(), i}, err);
-    }
-    if (i2 < cols) W.index({Slice(), Slice(i2)}).sub_(at::matmul(Err1, Hinv.index({Slice(i1, i2), Slice(i2)})));
+  // grid_of[position]: the grid of each column in solve order (host memory).
+  at::Tensor grid_of = at::arange(cols, at::TensorOptions().dtype(at::kInt)).div(gs, "floor");
+  if (static_groups) {
+    scales.copy_(static_scales);
+    zeros.copy_(static_zeros);
+    if (opt.act_order) grid_of = perm.cpu().to(at::kInt).div(gs, "floor");
+  } else if (opt.group_size == -1) {
+    find_grid(W, 0, cols, opt, scales, zeros, 0);
   }
 
-  at::Tensor g_idx = at::arange(cols, W.options().dtype(at::kLong)).div(gs, "floor");
-  if (opt.static_groups && opt.group_size != -1) {
-    for (size_t g = 0; g < static_grids.size(); ++g) {
-      scales.index_put_({Slice(), int64_t(g)}, static_grids[g].scale.squeeze(1));
-      zeros.index_put_({Slice(), int64_t(g)}, static_grids[g].zero.squeeze(1));
+  at::Tensor Q = at::zeros({rows, cols}, W.options().dtype(at::kByte));  // codes in solve order
+  at::Tensor Err1 = at::empty({rows, std::min(opt.block_size, cols)}, W.options());
+  const bool on_cpu = W.is_cpu();
+  double loss = 0;
+  at::Tensor loss_t = at::zeros({}, W.options());
+  for (int64_t i1 = 0; i1 < cols; i1 += opt.block_size) {
+    const int64_t i2 = std::min(i1 + opt.block_size, cols), count = i2 - i1;
+    // As the reference: a group starting in this block takes its grid from W
+    // with the earlier blocks' updates only (so all of them can be found now).
+    if (!static_groups && opt.group_size != -1)
+      for (int64_t c = (i1 + gs - 1) / gs * gs; c < i2; c += gs) find_grid(W, c, gs, opt, scales, zeros, c / gs);
+    at::Tensor E = Err1.narrow(1, 0, count);
+    if (on_cpu) {
+      if (count != Err1.size(1)) E = E.contiguous();
+      loss += quantize_block_cpu(W, Hinv, scales, zeros, grid_of, opt.bits, Q, E, i1, i2);
+    } else {
+      loss_t += quantize_block_aten(W, Hinv, scales, zeros, grid_of, maxq, Q, E, i1, i2);
     }
-    // Groups are defined on original columns: g_idx stays i // gs.
-  } else if (opt.act_order) {
-    g_idx = g_idx.index({invperm});  // original column j sat at position invperm[j]
+    // W[:, i2:] -= E @ Hinv[i1:i2, i2:], accumulated in place (no temporary).
+    if (i2 < cols) W.narrow(1, i2, cols - i2).addmm_(E, Hinv.narrow(0, i1, count).narrow(1, i2, cols - i2), 1, -1);
   }
+  if (!on_cpu) loss = loss_t.item<double>();
+
+  // Groups are defined on solve positions, except static ones (original columns).
+  at::Tensor g_idx = at::arange(cols, W.options().dtype(at::kLong)).div(gs, "floor");
+  if (opt.act_order && !static_groups) g_idx = g_idx.index({invperm});  // column j sat at invperm[j]
   if (opt.act_order) Q = Q.index({Slice(), invperm});
-  res.codes = Q.to(at::kByte);
+  res.codes = Q;
   res.scales = scales.to(opt.scale_dtype);
   res.zeros = zeros.to(at::kByte);
   res.g_idx = g_idx.to(at::kInt);

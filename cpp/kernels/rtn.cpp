@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "round_even.h"
 #include "status.h"
 
 namespace quantcore::kernels {
@@ -18,16 +19,6 @@ void rtn_validate(const RtnParams& p, int64_t cols) {
 }
 
 namespace {
-
-// Round half to even without libm: adding and subtracting 1.5 * 2^23 leaves
-// the nearest integer under the default rounding mode. Exact for |v| < 2^22;
-// larger values are clamped first (they end up clamped to [0, maxq] anyway).
-// Unlike nearbyint on baseline x86-64, this compiles to plain SSE2 and vectorizes.
-inline float round_even(float v) {
-  constexpr float kMagic = 12582912.0f;
-  v = std::min(std::max(v, -4194304.0f), 4194304.0f);
-  return (v + kMagic) - kMagic;
-}
 
 struct GroupGrid {
   float scale;
@@ -103,7 +94,37 @@ float group_sq_error(const float* w, int64_t n, const GroupGrid& g, float maxq) 
   return err;
 }
 
+GroupGrid find_group_grid(const float* wg, int64_t n, const RtnParams& p) {
+  const float maxq = float((1 << p.bits) - 1);
+  float lo = wg[0], hi = wg[0];
+  for (int64_t i = 1; i < n; ++i) {
+    lo = std::min(lo, wg[i]);
+    hi = std::max(hi, wg[i]);
+  }
+  GroupGrid best = make_grid(lo, hi, p);
+  if (p.mse_clip) {
+    float best_err = group_sq_error(wg, n, best, maxq);
+    const int steps = int(float(p.clip_grid) * p.clip_max_shrink);
+    for (int i = 1; i <= steps; ++i) {
+      float ratio = 1.f - float(i) / float(p.clip_grid);
+      GroupGrid cand = make_grid(lo * ratio, hi * ratio, p);
+      float err = group_sq_error(wg, n, cand, maxq);
+      if (err < best_err) {
+        best_err = err;
+        best = cand;
+      }
+    }
+  }
+  return best;
+}
+
 }  // namespace
+
+void rtn_group_grid(const float* w, int64_t n, const RtnParams& p, float* scale, int* zero) {
+  const GroupGrid g = find_group_grid(w, n, p);
+  *scale = g.scale;
+  *zero = g.zero;
+}
 
 void rtn_quantize_rows(const float* w, int64_t cols, const RtnParams& p, uint8_t* codes,
                        float* scales, uint8_t* zeros, int64_t row_begin, int64_t row_end) {
@@ -113,25 +134,7 @@ void rtn_quantize_rows(const float* w, int64_t cols, const RtnParams& p, uint8_t
   for (int64_t r = row_begin; r < row_end; ++r) {
     for (int64_t g = 0; g < groups; ++g) {
       const float* wg = w + r * cols + g * gs;
-      float lo = wg[0], hi = wg[0];
-      for (int64_t i = 1; i < gs; ++i) {
-        lo = std::min(lo, wg[i]);
-        hi = std::max(hi, wg[i]);
-      }
-      GroupGrid best = make_grid(lo, hi, p);
-      if (p.mse_clip) {
-        float best_err = group_sq_error(wg, gs, best, maxq);
-        const int steps = int(float(p.clip_grid) * p.clip_max_shrink);
-        for (int i = 1; i <= steps; ++i) {
-          float ratio = 1.f - float(i) / float(p.clip_grid);
-          GroupGrid cand = make_grid(lo * ratio, hi * ratio, p);
-          float err = group_sq_error(wg, gs, cand, maxq);
-          if (err < best_err) {
-            best_err = err;
-            best = cand;
-          }
-        }
-      }
+      const GroupGrid best = find_group_grid(wg, gs, p);
       uint8_t* qg = codes + r * cols + g * gs;
       for (int64_t i = 0; i < gs; ++i) qg[i] = uint8_t(quantize_one(wg[i], best, maxq));
       scales[r * groups + g] = best.scale;

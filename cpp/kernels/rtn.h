@@ -29,6 +29,11 @@ struct RtnParams {
 // Throws KernelError when the parameters are unusable for rows of `cols` values.
 void rtn_validate(const RtnParams& p, int64_t cols);
 
+// The grid of one group of n values (min/max rule, then the optional MSE clip
+// search): scale already rounded to p.scale_type, integer zero point. GPTQ uses
+// it for the groups it quantizes column by column.
+void rtn_group_grid(const float* w, int64_t n, const RtnParams& p, float* scale, int* zero);
+
 // Quantizes rows [row_begin, row_end) of w (rows x cols). Outputs, indexed by
 // row: codes (cols per row), scales and zeros (cols / group_size per row).
 // Scales are written already rounded to p.scale_type.

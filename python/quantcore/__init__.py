@@ -16,6 +16,7 @@ import torch  # noqa: F401  (loads libtorch before our extension)
 
 from . import _C  # registers torch.ops.quantcore.*
 from . import _fake_ops  # noqa: F401
+from . import _torch_kernels  # noqa: F401  (ops on devices without native kernels)
 from . import ops
 from .config import QuantConfig, RTNConfig
 from .gptq import GPTQConfig

@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 from typing import List
 
-__all__ = ["assets_dir", "demo_model_dir", "demo_text_file"]
+__all__ = ["assets_dir", "demo_model_dir", "demo_text_file", "gemma3_model_dir"]
 
 _MODEL = Path("models") / "smollm2-135m-instruct"
+_GEMMA3 = Path("models") / "gemma3-270m"
 _TEXT = Path("data") / "lee_background.txt"
 
 
@@ -35,6 +36,17 @@ def assets_dir() -> Path:
 
 def demo_model_dir() -> Path:
     return assets_dir() / _MODEL
+
+
+def gemma3_model_dir() -> Path:
+    """Gemma 3 270M, prepared only on request (``prepare_assets.py --gemma3``), so looked up on its own."""
+    for c in _candidates():
+        if (c / _GEMMA3 / "config.json").is_file():
+            return c / _GEMMA3
+    raise FileNotFoundError(
+        "Gemma 3 270M is not prepared; run `python scripts/prepare_assets.py --gemma3` from the quantcore "
+        "checkout, or point QUANTCORE_ASSETS at its .cache directory. "
+        f"Looked in: {', '.join(str(c) for c in _candidates())}")
 
 
 def demo_text_file() -> Path:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -31,9 +31,9 @@ class GPTQConfig(QuantConfig):
     """GPTQ (Frantar et al.): error-compensating, Hessian-aware rounding.
 
     Args (beyond bits / group_size / sym / scale_dtype):
-        act_order: quantize columns in order of decreasing Hessian diagonal.
-            Until ``QuantLinear`` stores ``g_idx``, grouped act-order needs
-            ``static_groups=True`` (grids fixed before reordering).
+        act_order: quantize columns in order of decreasing Hessian diagonal
+            (GPTQ's ``desc_act``). Groups then follow the solve order; the
+            ``QuantLinear`` stores the permutation (``g_idx`` on export).
         static_groups: compute every group's grid from the original weight.
         percdamp: damping as a fraction of the mean Hessian diagonal (retried
             with more damping, then a diagonal floor, then RTN if H is unusable).
@@ -58,9 +58,6 @@ class GPTQConfig(QuantConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.act_order and self.group_size > 0 and not self.static_groups:
-            raise ValueError("act_order with groups needs static_groups=True in this version "
-                             "(QuantLinear does not store g_idx yet)")
         if not 0 <= self.percdamp < 10:
             raise ValueError(f"percdamp must be in [0, 10), got {self.percdamp}")
         if self.block_size < 1 or self.n_samples < 1 or self.seq_len < 2:
@@ -125,27 +122,110 @@ class _Captured(Exception):
     pass
 
 
-def _capture_first_layer_inputs(model: nn.Module, layer: nn.Module, windows: torch.Tensor) -> List[Tuple[tuple, dict]]:
-    captured: List[Tuple[tuple, dict]] = []
+class _Interner:
+    """Keeps one copy of equal tensors: every layer and sample gets the same
+    masks and rotary tables, which would otherwise be stored once per use."""
 
-    def hook(_module, args, kwargs):
-        captured.append((args, kwargs))
-        raise _Captured
+    def __init__(self) -> None:
+        self._seen: Dict[tuple, List[torch.Tensor]] = {}
 
-    handle = layer.register_forward_pre_hook(hook, with_kwargs=True)
+    def __call__(self, obj: Any) -> Any:
+        if isinstance(obj, torch.Tensor):
+            bucket = self._seen.setdefault((tuple(obj.shape), obj.dtype, obj.device), [])
+            for t in bucket:
+                if t is obj or torch.equal(t, obj):
+                    return t
+            bucket.append(obj)
+            return obj
+        if isinstance(obj, (tuple, list)):
+            return type(obj)(self(o) for o in obj)
+        if isinstance(obj, dict):
+            return {k: self(v) for k, v in obj.items()}
+        return obj
+
+
+class _Recorder(nn.Module):
+    """Stands in for a decoder layer while the model runs once per sample:
+    records the layer's arguments and passes the hidden states through, so no
+    layer computes anything; the last one stops the forward pass."""
+
+    def __init__(self, layer: nn.Module, sink: list, last: bool) -> None:
+        super().__init__()
+        object.__setattr__(self, "_layer", layer)  # not a submodule
+        self._sink, self._last = sink, last
+
+    def __getattr__(self, name: str) -> Any:  # e.g. Qwen2's `decoder_layer.attention_type`
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(object.__getattribute__(self, "_layer"), name)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        self._sink.append((args, kwargs))
+        if self._last:
+            raise _Captured
+        return args[0] if args else kwargs["hidden_states"]
+
+
+def _split_hidden(args: tuple, kwargs: dict) -> Tuple[torch.Tensor, tuple, dict]:
+    if args:
+        return args[0], tuple(args[1:]), kwargs
+    kwargs = dict(kwargs)
+    return kwargs.pop("hidden_states"), (), kwargs
+
+
+def _capture_layer_inputs(model: nn.Module, layers: nn.ModuleList, windows: torch.Tensor
+                          ) -> Tuple[List[torch.Tensor], List[List[Tuple[tuple, dict]]]]:
+    """The first layer's hidden states per window, and every layer's other
+    arguments per window (attention masks and rotary tables can differ between
+    layers, e.g. Gemma's sliding-window and global layers)."""
+    sinks: List[list] = [[] for _ in layers]
+    originals = list(layers)
+    for i, layer in enumerate(originals):
+        layers[i] = _Recorder(layer, sinks[i], last=i == len(originals) - 1)
+    embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    ids_device = embed.weight.device if embed is not None and hasattr(embed, "weight") else windows.device
     try:
         for row in windows:
             try:
-                model(row.unsqueeze(0), use_cache=False)
+                model(row.unsqueeze(0).to(ids_device), use_cache=False)
             except _Captured:
                 pass
     finally:
-        handle.remove()
-    return captured
+        for i, layer in enumerate(originals):
+            layers[i] = layer
+    if any(len(s) != len(windows) for s in sinks):
+        raise ValueError("GPTQ could not follow the model's forward pass: not every decoder layer ran once per "
+                         "calibration window")
+    intern = _Interner()
+    hidden = [_split_hidden(*call)[0] for call in sinks[0]]
+    rest = [[intern(_split_hidden(*call)[1:]) for call in sink] for sink in sinks]
+    return hidden, rest
+
+
+def _to_device(obj: Any, device: torch.device, memo: Dict[int, Any]) -> Any:
+    """Moves tensors inside nested args to ``device``, each distinct tensor once."""
+    if isinstance(obj, torch.Tensor):
+        if obj.device == device:
+            return obj
+        if id(obj) not in memo:
+            memo[id(obj)] = obj.to(device)
+        return memo[id(obj)]
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_to_device(o, device, memo) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device, memo) for k, v in obj.items()}
+    return obj
 
 
 def _first_tensor(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    for t in list(module.parameters()) + list(module.buffers()):
+        return t.device
+    return torch.device("cpu")
 
 
 # ----------------------------------------------------------------------- driver
@@ -157,18 +237,51 @@ def gptq_quantize_model(
     calib: Any,
     tokenizer: Any,
     progress: bool,
+    device: Optional[Union[str, torch.device]] = None,
 ) -> Tuple[List[Tuple[str, QuantLinear, float, float]], Dict[str, str]]:
     """Quantizes ``targets`` layer by layer. Returns ``[(name, layer, rel_err, seconds)]``
-    and ``{name: note}`` for layers whose Hessian needed extra damping or a fallback."""
+    and ``{name: note}`` for layers whose Hessian needed extra damping or a fallback.
+
+    ``device``: where each decoder layer is calibrated and solved (default: where
+    the layers are). Only the current layer and the calibration activations
+    live there; each layer goes back to its own device when done.
+    """
     windows = calibration_windows(calib, tokenizer, config.n_samples, config.seq_len, config.seed)
     layers_path, layers = find_decoder_layers(model)
+    compute = torch.device(device) if device is not None else _module_device(layers[0])
+    if compute.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but torch.cuda.is_available() is False")
+    replaced: List[Tuple[nn.Module, str, nn.Module]] = []  # (block, name, original), to undo on failure
+    homes = [_module_device(layer) for layer in layers]
+    try:
+        return _quantize_layers(model, config, targets, windows, layers_path, layers, compute, progress, replaced)
+    except BaseException:
+        # A failure (NaN activations, Ctrl-C) leaves the model as it was.
+        for block, name, original in reversed(replaced):
+            replace_module(block, name, original)
+        for layer, home in zip(layers, homes):
+            layer.to(home)
+        raise
+
+
+def _quantize_layers(model, config, targets, windows, layers_path, layers, compute, progress, replaced):
     wanted = {id(m): n for n, m in targets}
     results, notes = [], {}
     with torch.no_grad():
-        inputs = _capture_first_layer_inputs(model, layers[0], windows)
+        hidden, layer_args = _capture_layer_inputs(model, layers, windows)
+        hidden = [h.to(compute) for h in hidden]
         bar = tqdm(range(len(layers)), desc="quantcore gptq", disable=not progress, unit="layer")
         for li in bar:
             block = layers[li]
+            home = _module_device(block)
+            block.to(compute)
+            memo: Dict[int, Any] = {}
+            calls = [_to_device(a, compute, memo) for a in layer_args[li]]
+
+            def run_block(i: int) -> Any:
+                rest, kwargs = calls[i]
+                return block(hidden[i], *rest, **kwargs)
+
             todo = [(n, m) for n, m in block.named_modules() if id(m) in wanted]
             names = {id(m): f"{layers_path}.{li}.{n}" for n, m in todo}
             layer_errs = []
@@ -190,7 +303,7 @@ def gptq_quantize_model(
                                 acc[id(mod)] = acc[owner]  # same input as an earlier linear
                                 return
                             cols = linear_weight(mod).shape[1]
-                            acc[id(mod)] = [torch.zeros(cols, cols), 0]
+                            acc[id(mod)] = [torch.zeros(cols, cols, device=compute), 0]
                         elif owner is not None and acc[owner] is acc[id(mod)] and owner != id(mod):
                             return  # this input was already accumulated for the group
                         if not bool(torch.isfinite(x).all()):
@@ -202,9 +315,9 @@ def gptq_quantize_model(
 
                 handles = [m.register_forward_pre_hook(make_hook(m)) for _, m in todo]
                 try:
-                    for args, kwargs in inputs:
+                    for i in range(len(hidden)):
                         seen_input.clear()
-                        block(*args, **kwargs)
+                        run_block(i)
                 finally:
                     for h in handles:
                         h.remove()
@@ -221,34 +334,35 @@ def gptq_quantize_model(
                     t0 = time.perf_counter()
                     qlayer, rel, note = _solve_one(m, hess[id(m)], config)
                     replace_module(block, n, qlayer)
+                    replaced.append((block, n, m))
                     full = names[id(m)]
                     if note:
                         notes[full] = note
                     results.append((full, qlayer, rel, time.perf_counter() - t0))
                     layer_errs.append(rel)
+                reached = set(acc)
+                del acc, hess  # free the Hessians before the next forward pass
                 todo = [(n, m) for n, m in todo if all(m is not mm for _, mm in now) and
-                        (config.true_sequential or id(m) in acc)]
-            inputs = [((_first_tensor(block(*args, **kwargs)),) + tuple(args[1:]), kwargs) for args, kwargs in inputs]
+                        (config.true_sequential or id(m) in reached)]
+            hidden = [_first_tensor(run_block(i)) for i in range(len(hidden))]
+            block.to(home)
             if layer_errs:
                 bar.set_postfix(rel_err=f"{max(layer_errs):.4f}")
     return results, notes
 
 
 def _solve_one(module: nn.Module, hessian: torch.Tensor, config: GPTQConfig) -> Tuple[QuantLinear, float, str]:
-    weight = linear_weight(module).detach().float().cpu().contiguous()
+    """Solves one linear on the device its weight and Hessian are on."""
+    weight = linear_weight(module).detach().float().contiguous()
     gs = config.group_size if config.group_size > 0 else -1
     codes, scales, zeros, g_idx, info = torch.ops.quantcore.gptq_quantize(
         weight, hessian, config.bits, gs, config.sym, config.act_order, config.static_groups,
         config.percdamp, config.block_size, config.mse_clip, config.scale_dtype)
-    cols = weight.shape[1]
-    expected = torch.arange(cols, dtype=torch.int32) // (cols if gs == -1 else gs)
-    if not torch.equal(g_idx, expected):  # pragma: no cover - excluded by GPTQConfig
-        raise ValueError("GPTQ produced a reordered g_idx that QuantLinear cannot store yet")
     bias = module.bias.detach().cpu() if module.bias is not None else None
-    layer = QuantLinear.from_codes(codes, scales, None if config.sym else zeros, bias, bits=config.bits,
-                                   group_size=gs, dtype=linear_weight(module).dtype)
-    dq = layer.dequantize(torch.float32)
-    diff = dq - weight
+    layer = QuantLinear.from_codes(codes.cpu(), scales.cpu(), None if config.sym else zeros.cpu(), bias,
+                                   bits=config.bits, group_size=gs, dtype=linear_weight(module).dtype,
+                                   g_idx=g_idx.cpu()).to(weight.device)
+    diff = layer.dequantize(torch.float32) - weight
     # Relative output error on the calibration inputs, from H: tr(D H D^T) / tr(W H W^T).
     num = float(torch.einsum("ij,jk,ik->", diff, hessian, diff))
     den = float(torch.einsum("ij,jk,ik->", weight, hessian, weight))
@@ -257,4 +371,4 @@ def _solve_one(module: nn.Module, hessian: torch.Tensor, config: GPTQConfig) -> 
     note = {0: "", 1: "Hessian not positive definite: diagonal floor", 2: "Hessian unusable: RTN"}[fallback]
     if not note and damp > config.percdamp + 1e-9:
         note = f"needed damping {damp:.2f}"
-    return layer.to(linear_weight(module).device), rel, note
+    return layer, rel, note

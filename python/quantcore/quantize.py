@@ -139,6 +139,10 @@ def quantize_(
         skip_output_embeddings: keep ``lm_head`` (the logits layer) in float
             unless ``include`` names it.
         progress: show a tqdm progress bar.
+        **method_inputs: what the method needs besides the model. GPTQ:
+            ``calib`` (texts, a text file, or token ids), ``tokenizer`` (for
+            text), ``device`` (where each decoder layer is calibrated, e.g.
+            ``"cuda"``; default where the layers are).
 
     Every target layer is checked (shapes vs group size, NaN/Inf) before any is
     replaced, so a failing call leaves the model untouched.
@@ -157,7 +161,7 @@ def quantize_(
 
     if type(config) not in (RTNConfig, GPTQConfig):
         raise ValueError(f"quantize_ does not support {type(config).__name__} yet")
-    allowed = {"calib", "tokenizer"} if isinstance(config, GPTQConfig) else set()
+    allowed = {"calib", "tokenizer", "device"} if isinstance(config, GPTQConfig) else set()
     unexpected = set(method_inputs) - allowed
     if unexpected:
         raise TypeError(f"unexpected arguments for {config.method}: {sorted(unexpected)}")
@@ -179,7 +183,8 @@ def quantize_(
     if isinstance(config, GPTQConfig):
         sizes = {n: sum(p.numel() * p.element_size() for p in m.parameters(recurse=False)) for n, m in targets}
         results, notes = gptq_quantize_model(model, config, targets, method_inputs["calib"],
-                                             method_inputs.get("tokenizer"), progress)
+                                             method_inputs.get("tokenizer"), progress,
+                                             device=method_inputs.get("device"))
         by_name = {}
         for full, qlayer, rel, _secs in results:
             by_name[full] = qlayer

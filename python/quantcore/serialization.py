@@ -51,6 +51,7 @@ def _quantization_config(model: nn.Module) -> Dict[str, Any]:
                 "in_features": m.in_features, "out_features": m.out_features, "bits": m.bits,
                 "group_size": m.group_size, "sym": m.sym, "bias": m.bias is not None,
                 "scale_dtype": str(m.scales.dtype).replace("torch.", ""),
+                "act_order": m.perm is not None,
             }
     if not modules:
         raise ValueError("the model has no QuantLinear layers: run quantcore.quantize_ first")
@@ -241,7 +242,7 @@ def load_quantized(
         layer = QuantLinear(
             spec["in_features"], spec["out_features"], bits=spec["bits"], group_size=spec["group_size"],
             sym=spec["sym"], bias=spec["bias"], scale_dtype=dtype_from_name(spec["scale_dtype"]),
-            dtype=bias_dtype)
+            dtype=bias_dtype, act_order=bool(spec.get("act_order", False)))
         replace_module(model, name, layer)
     state = {}
     with safe_open(str(weights), framework="pt") as f:

@@ -42,7 +42,63 @@ def _tiny_gpt2(dtype=torch.float32):
     return _build(GPT2LMHeadModel, cfg, dtype)
 
 
+def _tiny_mistral(dtype=torch.float32):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    cfg = MistralConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                        sliding_window=16)
+    return _build(MistralForCausalLM, cfg, dtype)
+
+
+def _tiny_qwen3(dtype=torch.float32):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    cfg = Qwen3Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=128)
+    return _build(Qwen3ForCausalLM, cfg, dtype)
+
+
+def _tiny_phi3(dtype=torch.float32):
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    cfg = Phi3Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                     pad_token_id=0)
+    return _build(Phi3ForCausalLM, cfg, dtype)
+
+
+def _tiny_gemma(dtype=torch.float32):
+    from transformers import GemmaConfig, GemmaForCausalLM
+
+    cfg = GemmaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=1, head_dim=16, max_position_embeddings=128)
+    return _build(GemmaForCausalLM, cfg, dtype)
+
+
+def _tiny_gemma3(dtype=torch.float32):
+    # Sliding-window and global layers get different masks and rotary tables:
+    # the case where reusing the first layer's arguments for every layer is wrong.
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    cfg = Gemma3TextConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                           num_attention_heads=4, num_key_value_heads=1, head_dim=16, max_position_embeddings=128,
+                           sliding_window=8, layer_types=["sliding_attention", "full_attention", "sliding_attention"])
+    return _build(Gemma3ForCausalLM, cfg, dtype)
+
+
+def _tiny_opt(dtype=torch.float32):
+    from transformers import OPTConfig, OPTForCausalLM
+
+    cfg = OPTConfig(vocab_size=256, hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
+                    max_position_embeddings=128, word_embed_proj_dim=64)
+    return _build(OPTForCausalLM, cfg, dtype)
+
+
 TINY_MODELS = {"llama": _tiny_llama, "qwen2": _tiny_qwen2, "gpt2": _tiny_gpt2}
+# Every architecture GPTQ's driver is tested on (the RTN tests keep the first three).
+GPTQ_MODELS = {**TINY_MODELS, "mistral": _tiny_mistral, "qwen3": _tiny_qwen3, "phi3": _tiny_phi3,
+               "gemma": _tiny_gemma, "gemma3": _tiny_gemma3, "opt": _tiny_opt}
 
 
 @pytest.fixture(params=sorted(TINY_MODELS))
@@ -54,7 +110,7 @@ def tiny_model(request):
 
 def make_tiny(name: str, dtype=torch.float32):
     torch.manual_seed(0)
-    return TINY_MODELS[name](dtype).eval()
+    return GPTQ_MODELS[name](dtype).eval()
 
 
 @pytest.fixture

@@ -155,3 +155,51 @@ def test_from_codes_and_dequantize_validate():
         quantcore.ops.dequantize(qw.float(), scales, None, 4, 32)
     with pytest.raises(ValueError, match="zeros must be"):
         quantcore.ops.dequantize(qw, scales, torch.zeros(8, 2, dtype=torch.int32), 4, 32)
+
+
+@pytest.mark.parametrize("bits", [3, 4, 8])
+def test_from_codes_with_g_idx_matches_the_gptq_definition(bits):
+    # GPTQ act-order: column c uses grid g_idx[c]; any assignment with
+    # group_size columns per group is accepted.
+    g = torch.Generator().manual_seed(bits)
+    out_f, in_f, gs = 16, 64, 16
+    codes = torch.randint(0, 2**bits, (out_f, in_f), generator=g, dtype=torch.uint8)
+    scales = torch.rand(out_f, in_f // gs, generator=g) + 0.1
+    zeros = torch.randint(0, 2**bits, (out_f, in_f // gs), generator=g, dtype=torch.uint8)
+    g_idx = (torch.arange(in_f) // gs)[torch.randperm(in_f, generator=g)].int()
+    layer = QuantLinear.from_codes(codes, scales, zeros, None, bits=bits, group_size=gs, g_idx=g_idx)
+    expected = (codes.float() - zeros.float()[:, g_idx.long()]) * scales[:, g_idx.long()]
+    assert torch.allclose(layer.dequantize(), expected)
+    assert torch.equal(layer.g_idx, g_idx)
+    x = torch.randn(5, in_f, generator=g)
+    assert torch.allclose(layer(x), x @ expected.t(), atol=1e-4)
+    trivial = QuantLinear.from_codes(codes, scales, zeros, None, bits=bits, group_size=gs,
+                                     g_idx=torch.arange(in_f) // gs)
+    assert trivial.perm is None  # an ordinary grouping needs no permutation
+
+
+def test_bad_g_idx_and_corrupt_perm_are_refused():
+    codes = torch.zeros(4, 64, dtype=torch.uint8)
+    scales = torch.ones(4, 2)
+    with pytest.raises(ValueError, match="exactly group_size"):
+        QuantLinear.from_codes(codes, scales, None, None, bits=4, group_size=32, g_idx=torch.zeros(64, dtype=torch.int32))
+    with pytest.raises(ValueError, match="shape"):
+        QuantLinear.from_codes(codes, scales, None, None, bits=4, group_size=32, g_idx=torch.zeros(63, dtype=torch.int32))
+    layer = QuantLinear(64, 4, bits=4, group_size=32, act_order=True)
+    state = layer.state_dict()
+    state["perm"] = torch.zeros(64, dtype=torch.int32)
+    with pytest.raises(ValueError, match="permutation"):
+        layer.load_state_dict(state)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 8])
+def test_torch_unpack_used_on_cuda_matches_the_cpu_kernel(bits):
+    from quantcore._torch_kernels import unpack_torch
+
+    g = torch.Generator().manual_seed(bits)
+    for word_bits in (8, 32):
+        cols = 96 if (96 * bits) % word_bits == 0 else 256
+        codes = torch.randint(0, 2**bits, (7, cols), generator=g, dtype=torch.uint8)
+        packed = quantcore.ops.pack(codes, bits, word_bits)
+        assert torch.equal(unpack_torch(packed, bits, False), codes)
+        assert torch.equal(unpack_torch(packed, bits, True), quantcore.ops.unpack(packed, bits, signed=True))

@@ -35,6 +35,10 @@ class QuantLinear(nn.Module):
     * ``qweight`` int32 ``[out, in * bits / 32]``: codes packed along the input dim;
     * ``scales`` ``[out, in / group_size]`` in ``scale_dtype``;
     * ``zeros`` uint8, same shape (asymmetric only; symmetric uses ``2**(bits-1)``);
+    * ``perm`` int32 ``[in]`` (act-order layers only): input column ``perm[j]`` of
+      the original weight is column ``j`` here, so that groups are contiguous
+      (GPTQ's ``g_idx`` is ``g_idx[perm[j]] = j // group_size``); the forward
+      pass gathers ``x[..., perm]`` once and runs the ordinary kernel;
     * ``bias`` ``[out]`` (optional).
 
     ``forward`` runs the fused CPU kernel for 4- and 8-bit weights (dequantize +
@@ -62,6 +66,7 @@ class QuantLinear(nn.Module):
         scale_dtype: torch.dtype = torch.float16,
         dtype: torch.dtype = torch.float32,
         device: Optional[torch.device] = None,
+        act_order: bool = False,
     ) -> None:
         super().__init__()
         if in_features <= 0 or out_features <= 0:
@@ -91,6 +96,8 @@ class QuantLinear(nn.Module):
             (out_features, groups), 1 << (bits - 1), dtype=torch.uint8, device=device)
         self.register_buffer("zeros", zeros)
         self.register_buffer("bias", torch.zeros(out_features, dtype=dtype, device=device) if bias else None)
+        perm = torch.arange(in_features, dtype=torch.int32, device=device) if act_order else None
+        self.register_buffer("perm", perm)
         self.register_buffer("_kernel_scales", None, persistent=False)
         self.register_load_state_dict_post_hook(lambda module, _keys: module.repack())
         self.repack()
@@ -107,11 +114,15 @@ class QuantLinear(nn.Module):
         bits: int,
         group_size: int,
         dtype: Optional[torch.dtype] = None,
+        g_idx: Optional[torch.Tensor] = None,
     ) -> "QuantLinear":
         """Build from unpacked codes ``[out, in]`` (uint8) and their grid.
 
         ``zeros=None`` means symmetric. Per-tensor grids (``scales`` of shape
-        ``[1, 1]``) are expanded per output row.
+        ``[1, 1]``) are expanded per output row. ``g_idx`` (``[in]``, the group
+        of each input column, as GPTQ's act-order produces it) may assign columns
+        to groups in any order, ``group_size`` columns per group; the layer then
+        stores the permutation that makes groups contiguous.
         """
         if not isinstance(codes, torch.Tensor) or codes.dtype != torch.uint8 or codes.dim() != 2:
             raise TypeError("codes must be a 2-D torch.uint8 tensor [out_features, in_features]")
@@ -129,11 +140,17 @@ class QuantLinear(nn.Module):
             zeros = zeros.expand(out_features, -1) if zeros is not None else None
         if group_size in (ops.PER_CHANNEL, ops.PER_TENSOR):
             group_size = in_features
+        perm = _group_permutation(g_idx, in_features, group_size) if g_idx is not None else None
+        if perm is not None:
+            codes = codes.index_select(1, perm.to(codes.device).long())
         layer = cls(
             in_features, out_features, bits=bits, group_size=group_size, sym=zeros is None,
             bias=bias is not None, scale_dtype=scales.dtype,
-            dtype=dtype or (bias.dtype if bias is not None else torch.float32), device=codes.device)
+            dtype=dtype or (bias.dtype if bias is not None else torch.float32), device=codes.device,
+            act_order=perm is not None)
         with torch.no_grad():
+            if perm is not None:
+                layer.perm.copy_(perm)
             layer.qweight.copy_(ops.pack(codes.contiguous(), bits, 32))
             layer.scales.copy_(scales)
             if zeros is not None:
@@ -175,6 +192,11 @@ class QuantLinear(nn.Module):
             raise ValueError(f"zeros hold values >= 2**bits ({1 << self.bits}); corrupt checkpoint?")
         if self.scales.numel() and not bool(torch.isfinite(self.scales).all()):
             raise ValueError("scales contain NaN or Inf; corrupt checkpoint?")
+        if self.perm is not None:
+            if self.perm.shape != (self.in_features,) or self.perm.dtype != torch.int32 or not torch.equal(
+                    torch.sort(self.perm).values.cpu(), torch.arange(self.in_features, dtype=torch.int32)):
+                raise ValueError(f"perm must be a permutation of range({self.in_features}) (int32); "
+                                 "corrupt checkpoint?")
         self._kernel_scales = self.scales if self.scales.dtype == torch.float32 else self.scales.float()
 
     def _apply(self, fn, recurse=True):
@@ -196,7 +218,9 @@ class QuantLinear(nn.Module):
             raise ValueError(f"input has {x.shape[-1]} features, layer expects {self.in_features}")
         if self.bits in (4, 8) and x.device.type == "cpu":
             x2 = x.reshape(-1, self.in_features)
-            if not x2.is_contiguous():
+            if self.perm is not None:  # act-order: bring the inputs into group order
+                x2 = x2.index_select(1, self.perm)
+            elif not x2.is_contiguous():
                 x2 = x2.contiguous()
             y = torch.ops.quantcore.qlinear(
                 x2, self.qweight, self._kernel_scales, self.zeros, self.bias, self.bits, self.group_size)
@@ -205,21 +229,50 @@ class QuantLinear(nn.Module):
         return F.linear(x, self.dequantize(x.dtype), bias)
 
     def dequantize(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-        """The float weight ``[out, in]`` these codes represent."""
+        """The float weight ``[out, in]`` these codes represent (original column order)."""
         dtype = dtype or (self.bias.dtype if self.bias is not None else torch.float32)
-        return ops.dequantize(self.qweight, self._kernel_scales, self.zeros, self.bits, self.group_size, dtype)
+        w = ops.dequantize(self.qweight, self._kernel_scales, self.zeros, self.bits, self.group_size, dtype)
+        if self.perm is not None:
+            w = torch.empty_like(w).index_copy_(1, self.perm.long(), w)
+        return w
+
+    @property
+    def g_idx(self) -> torch.Tensor:
+        """int32 ``[in]``: the group of each input column in the original order (GPTQ's ``g_idx``)."""
+        groups = torch.arange(self.in_features, dtype=torch.int32, device=self.qweight.device) // self.group_size
+        if self.perm is None:
+            return groups
+        return torch.empty_like(groups).index_copy_(0, self.perm.long(), groups)
 
     # ---------------------------------------------------------------- reports
     def storage_bytes(self) -> int:
         """Bytes of the persistent buffers (what a checkpoint stores)."""
-        return sum(t.numel() * t.element_size() for t in (self.qweight, self.scales, self.zeros, self.bias)
-                   if t is not None)
+        return sum(t.numel() * t.element_size() for t in (self.qweight, self.scales, self.zeros, self.perm,
+                                                            self.bias) if t is not None)
 
     def weight_bits_per_element(self) -> float:
-        """Bits per weight, counting codes, scales and zero points."""
-        total = sum(t.numel() * t.element_size() for t in (self.qweight, self.scales, self.zeros) if t is not None)
+        """Bits per weight, counting codes, scales, zero points and the act-order permutation."""
+        total = sum(t.numel() * t.element_size() for t in (self.qweight, self.scales, self.zeros, self.perm)
+                    if t is not None)
         return 8.0 * total / (self.in_features * self.out_features)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
-                f"group_size={self.group_size}, sym={self.sym}, bias={self.bias is not None}")
+                f"group_size={self.group_size}, sym={self.sym}, bias={self.bias is not None}"
+                + (", act_order=True" if self.perm is not None else ""))
+
+
+def _group_permutation(g_idx: torch.Tensor, in_features: int, group_size: int) -> Optional[torch.Tensor]:
+    """The int32 permutation that sorts columns by group (stable), or None when
+    ``g_idx`` already is ``arange(in) // group_size``."""
+    if not isinstance(g_idx, torch.Tensor) or g_idx.dtype.is_floating_point or g_idx.shape != (in_features,):
+        raise ValueError(f"g_idx must be an integer tensor of shape [{in_features}]")
+    g = g_idx.detach().cpu().long()
+    expected = torch.arange(in_features) // group_size
+    if torch.equal(g, expected):
+        return None
+    perm = torch.argsort(g, stable=True)
+    if not torch.equal(g[perm], expected):
+        raise ValueError(f"g_idx must put exactly group_size={group_size} columns in each of the "
+                         f"{in_features // group_size} groups")
+    return perm.to(torch.int32)
