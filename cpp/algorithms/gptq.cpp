@@ -162,17 +162,24 @@ at::Tensor quantize_block_aten(at::Tensor& W, const at::Tensor& Hinv, const at::
   return Err1.pow(2).sum();
 }
 
-// Upper Cholesky factor of H^-1, as the reference computes it. Returns an
-// undefined tensor when H + damping is not positive definite.
-at::Tensor inverse_factor(const at::Tensor& h, double damp) {
-  at::Tensor hd = h.clone();
-  hd.diagonal().add_(damp);
-  auto [l, info] = at::linalg_cholesky_ex(hd);
-  if (info.item<int>() != 0) return {};
-  at::Tensor inv = at::cholesky_inverse(l);
-  auto [u, info2] = at::linalg_cholesky_ex(inv, /*upper=*/true);
-  if (info2.item<int>() != 0 || !at::isfinite(u).all().item<bool>()) return {};
-  return u;
+// Upper Cholesky factor of H^-1, as the reference computes it. The damping is
+// added to h in place (h is the solver's own copy). Once its Cholesky factor
+// exists h is released, and rebuilt from the factor only if a later step
+// fails, so no more than W and three n x n matrices are alive at a time (the
+// reference keeps as many). Undefined when h + damping is not positive definite.
+at::Tensor inverse_factor(at::Tensor& h, double damp) {
+  h.diagonal().add_(damp);
+  auto [l, info] = at::linalg_cholesky_ex(h);
+  if (info.item<int>() != 0) {
+    h.diagonal().sub_(damp);
+    return {};
+  }
+  h = at::Tensor();
+  auto [u, info2] = at::linalg_cholesky_ex(at::cholesky_inverse(l), /*upper=*/true);
+  if (info2.item<int>() == 0 && at::isfinite(u).all().item<bool>()) return u;
+  h = at::matmul(l, l.mT());
+  h.diagonal().sub_(damp);
+  return {};
 }
 
 }  // namespace
@@ -188,7 +195,22 @@ int64_t gptq_hessian_update(at::Tensor& hessian, const at::Tensor& x, int64_t sa
   hessian.mul_(double(samples_seen) / double(total));
   // 2/n X^T X = (sqrt(2/n) X)^T (sqrt(2/n) X), as the reference scales it.
   at::Tensor xs = x2 * std::sqrt(2.0 / double(total));
-  hessian.addmm_(xs.t(), xs);
+  if (cols < 1024) {
+    hessian.addmm_(xs.t(), xs);
+    return total;
+  }
+  // H is symmetric: compute block rows of the lower triangle only (4 block
+  // rows: 10/16 of the GEMM work), then mirror it into the upper triangle.
+  constexpr int64_t kBlocks = 4;
+  const int64_t step = (cols + kBlocks - 1) / kBlocks;
+  for (int64_t b0 = 0; b0 < cols; b0 += step) {
+    const int64_t b1 = std::min(b0 + step, cols);
+    hessian.narrow(0, b0, b1 - b0).narrow(1, 0, b1).addmm_(xs.narrow(1, b0, b1 - b0).t(), xs.narrow(1, 0, b1));
+  }
+  for (int64_t b0 = step; b0 < cols; b0 += step) {
+    const int64_t b1 = std::min(b0 + step, cols);
+    hessian.narrow(0, 0, b0).narrow(1, b0, b1 - b0).copy_(hessian.narrow(0, b0, b1 - b0).narrow(1, 0, b0).t());
+  }
   return total;
 }
 
@@ -233,13 +255,13 @@ GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, co
   if (!Hinv.defined()) {
     // Floor the diagonal at the mean and damp once more: a valid (if weaker)
     // curvature model; failing that, plain RTN (Hinv = I) as the last resort.
-    at::Tensor Hf = H.clone();
-    Hf.diagonal().clamp_min_(mean_diag > 0 ? mean_diag : 1.0);
-    Hinv = inverse_factor(Hf, 0.1 * (mean_diag > 0 ? mean_diag : 1.0));
+    const double floor = mean_diag > 0 ? mean_diag : 1.0;
+    H.diagonal().clamp_min_(floor);
+    Hinv = inverse_factor(H, 0.1 * floor);
     res.fallback = Hinv.defined() ? "diagonal floor" : "rtn";
     if (!Hinv.defined()) Hinv = at::eye(cols, W.options());
   }
-
+  H = at::Tensor();  // only its factor is needed from here on
   Hinv = Hinv.contiguous();  // the CPU kernel reads its rows through raw pointers
 
   // Grids: one per group (per permuted group unless static), or one per row.

@@ -9,7 +9,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-__all__ = ["perplexity", "token_ids"]
+__all__ = ["perplexity", "token_ids", "bos_token_id"]
+
+
+def bos_token_id(tokenizer: Any) -> Optional[int]:
+    """The BOS id when ``tokenizer`` puts one before every text (Gemma, Llama 2),
+    else None. Such models expect it: Gemma-3's perplexity is ~3x worse without."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return None
+    ids = tokenizer("a", add_special_tokens=True).input_ids
+    return int(bos) if ids and ids[0] == bos else None
 
 
 def token_ids(tokenizer: Any, text: str) -> torch.Tensor:
@@ -29,6 +39,7 @@ def perplexity(
     seq_len: int = 2048,
     stride: Optional[int] = None,
     max_windows: Optional[int] = None,
+    bos_token_id: Optional[int] = None,
     progress: bool = True,
 ) -> float:
     """Perplexity of ``model`` on a text, in windows of ``seq_len`` tokens.
@@ -38,6 +49,8 @@ def perplexity(
     overlap and each window's first token is not scored, as in the GPTQ and AWQ
     papers' WikiText-2 protocol. A smaller ``stride`` slides the window and scores
     only the tokens not scored before, each with up to ``seq_len`` tokens of context.
+    ``bos_token_id`` is put before every window (as context only: the same tokens
+    are scored); given a tokenizer that adds a BOS, it is used unless passed.
     """
     if isinstance(tokens, torch.Tensor):
         ids = tokens
@@ -45,6 +58,8 @@ def perplexity(
         if text is None:
             raise ValueError("pass the text to score along with the tokenizer")
         ids = token_ids(tokens, text)
+        if bos_token_id is None:
+            bos_token_id = globals()["bos_token_id"](tokens)
     if ids.dim() != 1:
         raise ValueError(f"token ids must be 1-D, got shape {tuple(ids.shape)}")
     if seq_len < 2:
@@ -67,7 +82,11 @@ def perplexity(
     for begin in tqdm(starts, desc="perplexity", disable=not progress, unit="window"):
         end = begin + seq_len
         window = ids[begin:end].to(device).unsqueeze(0)
-        logits = model(window).logits[0, :-1].float()
+        if bos_token_id is None:
+            logits = model(window).logits[0, :-1].float()
+        else:
+            bos = torch.full((1, 1), bos_token_id, dtype=window.dtype, device=device)
+            logits = model(torch.cat([bos, window], dim=1)).logits[0, 1:-1].float()
         targets = window[0, 1:]
         # Score only positions not scored by an earlier window (all but the first token at start).
         first = 0 if stride == seq_len else max(scored_until - begin - 1, 0)

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ._targets import replace_module
 from .config import QuantConfig
+from .eval import bos_token_id
 from .nn.quant_linear import QuantLinear, is_conv1d, linear_weight
 
 __all__ = ["GPTQConfig", "calibration_windows", "find_decoder_layers"]
@@ -67,7 +68,10 @@ class GPTQConfig(QuantConfig):
 # ------------------------------------------------------------------ calibration
 
 def calibration_windows(calib: Any, tokenizer: Any, n_samples: int, seq_len: int, seed: int) -> torch.Tensor:
-    """``[n, seq_len]`` token windows drawn (seeded) from text, a file or token ids."""
+    """``[n, seq_len]`` token windows drawn (seeded) from text, a file or token ids.
+
+    Windows cut from text start with the tokenizer's BOS when it adds one to
+    every text (Gemma, Llama 2), as the model's real inputs do."""
     if isinstance(calib, torch.Tensor):
         if calib.dtype.is_floating_point:
             raise TypeError("calibration token ids must be an integer tensor")
@@ -84,6 +88,13 @@ def calibration_windows(calib: Any, tokenizer: Any, n_samples: int, seq_len: int
         if tokenizer is None:
             raise ValueError("calibration text needs tokenizer=")
         ids = torch.cat([tokenizer(t, return_tensors="pt", add_special_tokens=False).input_ids[0] for t in calib])
+        bos = bos_token_id(tokenizer)
+        if bos is not None:  # windows start as the model's inputs do (Gemma relies on its BOS)
+            if ids.numel() < seq_len - 1:
+                raise ValueError(f"calibration data has {ids.numel()} tokens, fewer than seq_len={seq_len}")
+            g = torch.Generator().manual_seed(seed)
+            starts = torch.randint(0, ids.numel() - seq_len + 2, (n_samples,), generator=g)
+            return torch.stack([torch.cat([torch.tensor([bos]), ids[s:s + seq_len - 1]]) for s in starts.tolist()])
     if ids.numel() < seq_len:
         raise ValueError(f"calibration data has {ids.numel()} tokens, fewer than seq_len={seq_len}")
     g = torch.Generator().manual_seed(seed)
@@ -291,11 +302,19 @@ def _quantize_layers(model, config, targets, windows, layers_path, layers, compu
                 acc: Dict[int, list] = {}     # id(module) -> [H, samples], shared between aliases
                 order: List[int] = []         # modules in the order their input first arrived
                 seen_input: Dict[tuple, int] = {}  # (id, data_ptr, shape) of this forward's inputs
+                first_input: List[Optional[tuple]] = [None]
 
                 def make_hook(mod):
                     def hook(_m, args):
                         x = args[0]
                         key = (id(x), x.data_ptr(), tuple(x.shape))
+                        if config.true_sequential:
+                            # Only the group fed first is solved in this pass: once another
+                            # input arrives, the rest of the block need not run.
+                            if first_input[0] is None:
+                                first_input[0] = key
+                            elif key != first_input[0]:
+                                raise _Captured
                         owner = seen_input.get(key)
                         if id(mod) not in acc:
                             order.append(id(mod))
@@ -317,11 +336,15 @@ def _quantize_layers(model, config, targets, windows, layers_path, layers, compu
                 try:
                     for i in range(len(hidden)):
                         seen_input.clear()
-                        run_block(i)
+                        first_input[0] = None
+                        try:
+                            run_block(i)
+                        except _Captured:
+                            pass
                 finally:
                     for h in handles:
                         h.remove()
-                # true_sequential: now only the group fed first; later groups see its quantized output.
+                # true_sequential: acc holds the group fed first; later groups see its quantized output.
                 if not order:
                     break  # the rest never ran on calibration data; quantize_ falls back to RTN
                 if config.true_sequential:

@@ -69,3 +69,33 @@ def test_eval_cli_on_a_saved_quantized_model(tmp_path, capsys, char_tokenizer):
     assert main(["eval", str(out), "--text", str(text), "--seq-len", "64"]) == 0
     assert "perplexity" in capsys.readouterr().out
     assert main(["eval", str(tmp_path / "missing"), "--text", str(text)]) == 2
+
+
+def test_bos_is_put_before_windows_and_calibration_when_the_tokenizer_adds_one(char_tokenizer):
+    from tokenizers.processors import TemplateProcessing
+
+    from quantcore.gptq import calibration_windows
+
+    tok = char_tokenizer
+    assert quantcore.eval.bos_token_id(tok) is None
+    tok.add_special_tokens({"bos_token": "[BOS]"})
+    bos = tok.bos_token_id
+    tok._tokenizer.post_processor = TemplateProcessing(single="[BOS] $A", special_tokens=[("[BOS]", bos)])
+    assert quantcore.eval.bos_token_id(tok) == bos
+    text = "the quick brown fox jumps over the lazy dog " * 20
+    windows = calibration_windows([text], tok, 4, 32, seed=0)
+    assert windows.shape == (4, 32) and bool((windows[:, 0] == bos).all()) and not bool((windows[:, 1:] == bos).any())
+
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, ids):
+            seen.append(ids.clone())
+            return type("Out", (), {"logits": torch.zeros(*ids.shape, 40)})()
+
+    quantcore.eval.perplexity(Recorder(), tok, text, seq_len=16, max_windows=2, progress=False)
+    assert all(int(w[0, 0]) == bos and w.shape == (1, 17) for w in seen)
