@@ -1,8 +1,11 @@
 // GPTQ (Frantar et al. 2022): column-by-column quantization of a weight matrix
 // with the rounding error propagated to the not-yet-quantized columns through
-// the inverse Hessian of the layer's inputs. Written with ATen so the same code
-// runs on CPU and CUDA tensors; it follows the reference implementation
-// (IST-DASLab/gptq, gptq.py) step for step, so codes match it exactly.
+// the inverse Hessian of the layer's inputs. Factorization, grids and the
+// between-block GEMMs are ATen, so the same code runs on CPU and CUDA tensors;
+// the sequential in-block loop runs on the torch-free kernel of
+// cpp/kernels/gptq_block.h for CPU tensors and as ATen column operations on
+// other devices. It follows the reference implementation (IST-DASLab/gptq,
+// gptq.py) step for step, so codes match it exactly.
 #pragma once
 
 #include <ATen/core/Tensor.h>
