@@ -73,7 +73,7 @@ def main() -> None:
     out = {
         "model": args.model, "params_m": params / 1e6, "device": args.device or "cpu",
         "calibration": f"{args.samples}x{args.seq_len}", "config": f"W{args.bits} g{args.group_size} act-order",
-        "seconds": secs, "layers": len(report.layers),
+        "seconds": secs, "solver_s": sum(layer.seconds for layer in report.layers), "layers": len(report.layers),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_before_mib": rss_before, "model_mib_fp32": params * 4 / 2**20,
         "threads": torch.get_num_threads(), "torch": torch.__version__,

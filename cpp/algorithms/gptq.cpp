@@ -12,6 +12,12 @@
 #include "rtn.h"
 #include "status.h"
 
+#ifdef QUANTCORE_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+
+#include "cuda/gptq_block_cuda.h"
+#endif
+
 namespace quantcore::algorithms {
 
 using at::indexing::Slice;
@@ -114,11 +120,12 @@ void find_grid(const at::Tensor& W, int64_t c0, int64_t n, const GptqOptions& op
   }
 }
 
-// One lazy block, columns [i1, i2) of W, on the CPU kernel (rows in parallel).
-double quantize_block_cpu(at::Tensor& W, const at::Tensor& Hinv, const at::Tensor& scales,
-                          const at::Tensor& zeros, const at::Tensor& grid_of, int bits, at::Tensor& Q,
-                          at::Tensor& Err1, int64_t i1, int64_t i2) {
-  const int64_t rows = W.size(0), cols = W.size(1);
+// Points the kernel's block description at columns [i1, i2) of the solver's
+// tensors (host or device memory alike).
+kernels::GptqBlock describe_block(at::Tensor& W, const at::Tensor& Hinv, const at::Tensor& scales,
+                                  const at::Tensor& zeros, const at::Tensor& grid_of, int bits, at::Tensor& Q,
+                                  at::Tensor& Err1, int64_t i1, int64_t i2) {
+  const int64_t cols = W.size(1);
   kernels::GptqBlock b;
   b.w = W.data_ptr<float>() + i1;
   b.ld_w = cols;
@@ -134,6 +141,27 @@ double quantize_block_cpu(at::Tensor& W, const at::Tensor& Hinv, const at::Tenso
   b.ld_codes = cols;
   b.err = Err1.data_ptr<float>();
   b.ld_err = b.count;
+  return b;
+}
+
+#ifdef QUANTCORE_WITH_CUDA
+// The block on the CUDA kernel (one warp per row), on torch's current stream.
+void quantize_block_cuda(at::Tensor& W, const at::Tensor& Hinv, const at::Tensor& scales, const at::Tensor& zeros,
+                         const at::Tensor& grid_of_dev, int bits, at::Tensor& Q, at::Tensor& Err1,
+                         at::Tensor& loss, int64_t i1, int64_t i2) {
+  const kernels::GptqBlock b = describe_block(W, Hinv, scales, zeros, grid_of_dev, bits, Q, Err1, i1, i2);
+  const int rc = kernels::gptq_block_rows_cuda(b, W.size(0), loss.data_ptr<double>(),
+                                               at::cuda::getCurrentCUDAStream(W.device().index()).stream());
+  TORCH_CHECK(rc == 0, "gptq: CUDA block kernel failed: ", kernels::cuda_error_string(rc));
+}
+#endif
+
+// One lazy block, columns [i1, i2) of W, on the CPU kernel (rows in parallel).
+double quantize_block_cpu(at::Tensor& W, const at::Tensor& Hinv, const at::Tensor& scales,
+                          const at::Tensor& zeros, const at::Tensor& grid_of, int bits, at::Tensor& Q,
+                          at::Tensor& Err1, int64_t i1, int64_t i2) {
+  const int64_t rows = W.size(0);
+  const kernels::GptqBlock b = describe_block(W, Hinv, scales, zeros, grid_of, bits, Q, Err1, i1, i2);
   const int64_t grain = std::max<int64_t>(1, 8192 / b.count);
   return at::parallel_reduce(
       0, rows, grain, 0.0,
@@ -281,8 +309,14 @@ GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, co
   at::Tensor Q = at::zeros({rows, cols}, W.options().dtype(at::kByte));  // codes in solve order
   at::Tensor Err1 = at::empty({rows, std::min(opt.block_size, cols)}, W.options());
   const bool on_cpu = W.is_cpu();
+#ifdef QUANTCORE_WITH_CUDA
+  const bool cuda_kernel = W.is_cuda() && opt.block_size <= kernels::kGptqCudaMaxBlock;
+  const at::Tensor grid_of_dev = cuda_kernel ? grid_of.to(W.device()) : grid_of;
+#else
+  const bool cuda_kernel = false;
+#endif
   double loss = 0;
-  at::Tensor loss_t = at::zeros({}, W.options());
+  at::Tensor loss_t = at::zeros({}, W.options().dtype(at::kDouble));
   for (int64_t i1 = 0; i1 < cols; i1 += opt.block_size) {
     const int64_t i2 = std::min(i1 + opt.block_size, cols), count = i2 - i1;
     // As the reference: a group starting in this block takes its grid from W
@@ -290,9 +324,15 @@ GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, co
     if (!static_groups && opt.group_size != -1)
       for (int64_t c = (i1 + gs - 1) / gs * gs; c < i2; c += gs) find_grid(W, c, gs, opt, scales, zeros, c / gs);
     at::Tensor E = Err1.narrow(1, 0, count);
+    if (on_cpu || cuda_kernel) {
+      if (count != Err1.size(1)) E = E.contiguous();  // the kernels address E with ld = count
+    }
     if (on_cpu) {
-      if (count != Err1.size(1)) E = E.contiguous();
       loss += quantize_block_cpu(W, Hinv, scales, zeros, grid_of, opt.bits, Q, E, i1, i2);
+    } else if (cuda_kernel) {
+#ifdef QUANTCORE_WITH_CUDA
+      quantize_block_cuda(W, Hinv, scales, zeros, grid_of_dev, opt.bits, Q, E, loss_t, i1, i2);
+#endif
     } else {
       loss_t += quantize_block_aten(W, Hinv, scales, zeros, grid_of, maxq, Q, E, i1, i2);
     }

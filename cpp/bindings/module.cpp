@@ -39,6 +39,11 @@ PYBIND11_MODULE(_C, m) {
     const k::DType t = x_dtype == "bfloat16" ? k::DType::kBF16 : x_dtype == "float16" ? k::DType::kF16 : k::DType::kF32;
     return std::string(k::qgemm_path_name(k::qgemm_choose_path(p, k::active_isa(), t)));
   }, "Kernel path quantcore.qlinear takes for this problem on this CPU.");
+#ifdef QUANTCORE_WITH_CUDA
+  m.attr("cuda_kernels") = true;
+#else
+  m.attr("cuda_kernels") = false;
+#endif
   m.def("force_qgemm_path", &quantcore::bindings::force_qlinear_path, py::arg("name"),
         "Force how quantcore.qlinear runs: 'auto', 'dequant_mm', 'rows_f32', 'rows_bf16' or 'tiles_bf16'.");
 }

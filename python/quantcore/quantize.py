@@ -27,7 +27,8 @@ class LayerReport:
     bytes_before: int
     bytes_after: int
     bits_per_weight: float  # codes + scales + zero points, bias excluded
-    rel_error: float  # ||W - dequant(Q)||_F / ||W||_F
+    rel_error: float  # RTN: ||W - dequant(Q)||_F / ||W||_F; GPTQ: the same for the outputs on calibration data
+    seconds: float = 0.0  # time to quantize this layer (GPTQ: its solve, Hessian accumulation excluded)
 
 
 @dataclass
@@ -81,7 +82,9 @@ class QuantizationReport:
             f"  ({self.compression:.2f}x smaller)",
             f"  linear size  {self.bytes_before / mb:9.2f} MiB -> {self.bytes_after / mb:9.2f} MiB"
             f"  at {self.bits_per_weight:.3f} bits/weight",
-            f"  time         {self.seconds:9.2f} s",
+            f"  time         {self.seconds:9.2f} s" + (
+                f" ({sum(layer.seconds for layer in self.layers):.2f} s in the solver)"
+                if self.method == "gptq" else ""),
         ]
         if worst is not None:
             mean = sum(layer.rel_error for layer in self.layers) / len(self.layers)
@@ -186,15 +189,16 @@ def quantize_(
                                              method_inputs.get("tokenizer"), progress,
                                              device=method_inputs.get("device"))
         by_name = {}
-        for full, qlayer, rel, _secs in results:
+        for full, qlayer, rel, secs in results:
             by_name[full] = qlayer
             report.layers.append(LayerReport(
                 name=full, in_features=qlayer.in_features, out_features=qlayer.out_features, bits=qlayer.bits,
                 group_size=qlayer.group_size, bytes_before=sizes.get(full, 0), bytes_after=qlayer.storage_bytes(),
-                bits_per_weight=qlayer.weight_bits_per_element(), rel_error=rel))
+                bits_per_weight=qlayer.weight_bits_per_element(), rel_error=rel, seconds=secs))
         for name, module in targets:  # linears calibration never reached: plain RTN
             if name in by_name:
                 continue
+            t0 = time.perf_counter()
             qlayer = QuantLinear.from_linear(module, RTNConfig(
                 bits=config.bits, group_size=config.group_size, sym=config.sym, scale_dtype=config.scale_dtype))
             replace_module(model, name, qlayer)
@@ -202,7 +206,8 @@ def quantize_(
             report.layers.append(LayerReport(
                 name=name, in_features=qlayer.in_features, out_features=qlayer.out_features, bits=qlayer.bits,
                 group_size=qlayer.group_size, bytes_before=sizes[name], bytes_after=qlayer.storage_bytes(),
-                bits_per_weight=qlayer.weight_bits_per_element(), rel_error=float("nan")))
+                bits_per_weight=qlayer.weight_bits_per_element(), rel_error=float("nan"),
+                seconds=time.perf_counter() - t0))
         report.notes = notes
         _untie_quantized_head(model)
         _record_quantization(model, config)
@@ -213,6 +218,7 @@ def quantize_(
     with torch.no_grad():
         for name, module in tqdm(targets, desc=f"quantcore {config.method}", disable=not progress,
                                  unit="layer"):
+            t0 = time.perf_counter()
             try:
                 qlayer = QuantLinear.from_linear(module, config)
             except ValueError as e:
@@ -225,7 +231,7 @@ def quantize_(
                 bits=qlayer.bits, group_size=qlayer.group_size,
                 bytes_before=sum(p.numel() * p.element_size() for p in module.parameters(recurse=False)),
                 bytes_after=qlayer.storage_bytes(), bits_per_weight=qlayer.weight_bits_per_element(),
-                rel_error=rel))
+                rel_error=rel, seconds=time.perf_counter() - t0))
             replacements.append((name, qlayer))
     for name, qlayer in replacements:
         replace_module(model, name, qlayer)

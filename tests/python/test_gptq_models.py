@@ -40,6 +40,7 @@ def test_gptq_end_to_end_beats_rtn_and_round_trips(name, tmp_path):
     assert len(report.layers) == n_linear
     assert sum(isinstance(m, QuantLinear) for m in m_gptq.modules()) == n_linear
     assert all(0 <= layer.rel_error < 0.5 for layer in report.layers)
+    assert all(layer.seconds > 0 for layer in report.layers) and "in the solver" in str(report)
     e_rtn, e_gptq = logit_error(m_rtn, ref, held_out), logit_error(m_gptq, ref, held_out)
     assert e_gptq < e_rtn, (e_gptq, e_rtn)
     loaded = quantcore.load_quantized(quantcore.save_quantized(m_gptq, tmp_path / "q"))
