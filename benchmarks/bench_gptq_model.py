@@ -30,17 +30,17 @@ import quantcore  # noqa: E402
 from quantcore import eval as qe  # noqa: E402
 
 
-def load(name: str):
+def load(name: str, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     if name == "llama-1b":
         cfg = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
                           num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=4096)
         torch.manual_seed(0)
-        return LlamaForCausalLM._from_config(cfg, dtype=torch.float32).eval(), None
+        return LlamaForCausalLM._from_config(cfg, dtype=dtype).eval(), None
     path = quantcore.assets.demo_model_dir() if name == "smollm2" else quantcore.assets.gemma3_model_dir()
     tok = AutoTokenizer.from_pretrained(path)
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval(), tok
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval(), tok
 
 
 def main() -> None:
@@ -51,10 +51,12 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--bits", type=int, default=4)
     ap.add_argument("--group-size", type=int, default=128)
+    ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+                    help="the model's dtype (calibration forward passes run in it; Hessians are fp32)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
-    model, tok = load(args.model)
+    model, tok = load(args.model, getattr(torch, args.dtype))
     if tok is None:
         calib = torch.randint(0, model.config.vocab_size, (args.samples, args.seq_len),
                               generator=torch.Generator().manual_seed(0))
@@ -62,6 +64,7 @@ def main() -> None:
         ids = qe.token_ids(tok, quantcore.assets.demo_text_file().read_text())
         calib = ids[ids.numel() // 2:]  # the half the quality benchmark does not evaluate on
     params = sum(p.numel() for p in model.parameters())
+    model_mib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20  # before quantization
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.device and args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -75,7 +78,8 @@ def main() -> None:
         "calibration": f"{args.samples}x{args.seq_len}", "config": f"W{args.bits} g{args.group_size} act-order",
         "seconds": secs, "solver_s": sum(layer.seconds for layer in report.layers), "layers": len(report.layers),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "rss_before_mib": rss_before, "model_mib_fp32": params * 4 / 2**20,
+        "rss_before_mib": rss_before, "dtype": args.dtype,
+        "model_mib": model_mib,
         "threads": torch.get_num_threads(), "torch": torch.__version__,
     }
     if args.device and args.device.startswith("cuda"):

@@ -67,6 +67,16 @@ class GPTQConfig(QuantConfig):
 
 # ------------------------------------------------------------------ calibration
 
+def _names_a_file(text: Any) -> bool:
+    """A string is read as a file name only when it is one (a long text is not a path)."""
+    if not isinstance(text, str) or len(text) > 4096 or "\n" in text:
+        return False
+    try:
+        return Path(text).is_file()
+    except OSError:  # e.g. a name too long for the file system
+        return False
+
+
 def calibration_windows(calib: Any, tokenizer: Any, n_samples: int, seq_len: int, seed: int) -> torch.Tensor:
     """``[n, seq_len]`` token windows drawn (seeded) from text, a file or token ids.
 
@@ -79,8 +89,10 @@ def calibration_windows(calib: Any, tokenizer: Any, n_samples: int, seq_len: int
             return calib[:n_samples, :seq_len].long()
         ids = calib.reshape(-1).long()
     else:
-        if isinstance(calib, (str, Path)) and Path(str(calib)).is_file():
-            calib = Path(str(calib)).read_text(encoding="utf-8")
+        if isinstance(calib, Path) or _names_a_file(calib):
+            if not Path(calib).is_file():
+                raise ValueError(f"calibration file {calib} does not exist")
+            calib = Path(calib).read_text(encoding="utf-8")
         if isinstance(calib, str):
             calib = [calib]
         if not isinstance(calib, (list, tuple)) or not calib or not all(isinstance(t, str) for t in calib):

@@ -169,3 +169,14 @@ def test_gptq_on_cuda_matches_cpu_and_leaves_layers_home():
         a, b = on_cpu(held_out).logits, on_gpu(held_out).logits
     assert float((a - b).norm() / a.norm()) < 0.05  # same algorithm; GPU rounding flips a few codes
     assert len(report.layers) == 14
+
+
+def test_calibration_accepts_long_texts_files_and_refuses_missing_files(char_tokenizer, tmp_path):
+    text = "the quick brown fox jumps over the lazy dog " * 400  # far longer than any path
+    w = calibration_windows(text, char_tokenizer, 4, 64, seed=0)
+    f = tmp_path / "calib.txt"
+    f.write_text(text)
+    assert torch.equal(calibration_windows(str(f), char_tokenizer, 4, 64, seed=0), w)
+    assert torch.equal(calibration_windows(f, char_tokenizer, 4, 64, seed=0), w)
+    with pytest.raises(ValueError, match="does not exist"):
+        calibration_windows(tmp_path / "missing.txt", char_tokenizer, 4, 64, seed=0)
