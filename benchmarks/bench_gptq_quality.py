@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--model", choices=["gemma3", "smollm2"], default="gemma3")
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--seq-len", type=int, default=512)
-    ap.add_argument("--eval-windows", type=int, default=40)
+    ap.add_argument("--eval-windows", type=int, default=0, help="windows to score (0: the whole evaluation half)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
@@ -48,12 +48,14 @@ def main() -> None:
     bos = qe.bos_token_id(tok)  # Gemma expects its BOS first; SmolLM2's tokenizer adds none
     calibration_text = tok.decode(calibration)  # GPTQ cuts windows from text, BOS first like real inputs
 
+    windows = args.eval_windows or evaluation.numel() // args.seq_len
+
     def ppl(m):
-        return qe.perplexity(m, evaluation, seq_len=args.seq_len, max_windows=args.eval_windows,
+        return qe.perplexity(m, evaluation, seq_len=args.seq_len, max_windows=windows,
                              bos_token_id=bos, progress=False)
 
     base_ppl = ppl(base)
-    print(f"{args.model}: float32 perplexity {base_ppl:.3f} ({args.eval_windows} x {args.seq_len} tokens); "
+    print(f"{args.model}: float32 perplexity {base_ppl:.3f} ({windows} x {args.seq_len} tokens); "
           f"GPTQ calibration {args.samples} x {args.seq_len} tokens, act-order, true-sequential")
     print("| config | RTN ppl | GPTQ ppl | GPTQ increase / RTN increase | GPTQ time s |\n|---|---|---|---|---|")
     print(f"| float32 | {base_ppl:.3f} | | | |")

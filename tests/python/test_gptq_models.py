@@ -180,3 +180,50 @@ def test_calibration_accepts_long_texts_files_and_refuses_missing_files(char_tok
     assert torch.equal(calibration_windows(f, char_tokenizer, 4, 64, seed=0), w)
     with pytest.raises(ValueError, match="does not exist"):
         calibration_windows(tmp_path / "missing.txt", char_tokenizer, 4, 64, seed=0)
+
+
+class _Block(torch.nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(d)
+        self.up = torch.nn.Linear(d, 2 * d)
+        self.down = torch.nn.Linear(2 * d, d)
+
+    def forward(self, h, scale):  # an extra argument the driver must replay
+        return h + self.down(torch.relu(self.up(self.norm(h)))) * scale
+
+
+class _CustomLM(torch.nn.Module):
+    """No Hugging Face class and no known layer path: found as the longest list of identical blocks."""
+
+    def __init__(self, vocab=64, d=32, n=3):
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, d)
+        self.stack = torch.nn.ModuleList(_Block(d) for _ in range(n))
+        self.head = torch.nn.Linear(d, vocab)
+
+    def get_input_embeddings(self):
+        return self.embed
+
+    def forward(self, ids, use_cache=False):
+        h = self.embed(ids)
+        for block in self.stack:
+            h = block(h, 0.5)
+        return self.head(h)
+
+
+def test_unknown_architecture_is_found_through_its_list_of_blocks():
+    torch.manual_seed(0)
+    model = _CustomLM().eval()
+    ids = torch.randint(0, 64, (16, 32), generator=torch.Generator().manual_seed(0))
+    assert find_decoder_layers(model)[0] == "stack"
+    with torch.no_grad():
+        ref = model(ids[:4])
+    m_rtn = copy.deepcopy(model)
+    quantcore.quantize_(m_rtn, RTNConfig(bits=3, group_size=32), exclude=["head"], progress=False)
+    report = quantcore.quantize_(model, GPTQConfig(bits=3, group_size=32, n_samples=16, seq_len=32),
+                                 calib=ids, exclude=["head"], progress=False)
+    assert len(report.layers) == 6 and not report.notes
+    with torch.no_grad():
+        err = lambda m: float((m(ids[:4]) - ref).norm() / ref.norm())
+        assert err(model) < err(m_rtn)
