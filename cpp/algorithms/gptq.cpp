@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 
+#include "group_grid.h"
 #include "gptq_block.h"
 #include "rtn.h"
 #include "status.h"
@@ -24,37 +25,7 @@ using at::indexing::Slice;
 
 namespace {
 
-// Grid of one group of columns for every row: the RTN rules of cpp/kernels/rtn.h
-// (symmetric s = 2 max|w| / maxq with z = 2^(bits-1); asymmetric over
-// [min(w,0), max(w,0)]), scales rounded to their storage dtype.
-struct Grid {
-  at::Tensor scale;  // [rows, 1] float32
-  at::Tensor zero;   // [rows, 1] float32 (integral values)
-};
-
-Grid make_grid(const at::Tensor& lo_in, const at::Tensor& hi_in, const GptqOptions& opt) {
-  const double maxq = double((1 << opt.bits) - 1);
-  at::Tensor scale, zero, lo = lo_in, hi = hi_in;
-  if (opt.symmetric) {
-    at::Tensor amax = at::maximum(lo.abs(), hi.abs());
-    scale = at::where(amax > 0, amax * 2 / maxq, at::ones_like(amax));
-  } else {
-    lo = lo.clamp_max(0);
-    hi = hi.clamp_min(0);
-    scale = at::where(hi > lo, (hi - lo) / maxq, at::ones_like(hi));
-  }
-  scale = scale.to(opt.scale_dtype).to(at::kFloat);
-  TORCH_CHECK_VALUE(at::isfinite(scale).all().item<bool>(),
-                    "gptq: a group's scale overflows the scale dtype; use float32 or bfloat16 scales");
-  // The floor RTN's kernel uses for scales that underflow the storage dtype.
-  const double tiny = opt.scale_dtype == at::kHalf ? 5.9604645e-08 : 2.0 * std::numeric_limits<float>::denorm_min();
-  scale = at::where(scale > 0, scale, at::full_like(scale, tiny));
-  if (opt.symmetric)
-    zero = at::full_like(scale, double((1 << opt.bits) / 2));
-  else
-    zero = at::round(-lo / scale).clamp(0, maxq);
-  return {scale.unsqueeze(1), zero.unsqueeze(1)};
-}
+GridSpec grid_spec(const GptqOptions& opt) { return {opt.bits, opt.symmetric, opt.scale_dtype}; }
 
 at::Tensor quantize(const at::Tensor& w, const Grid& g, double maxq) {
   return at::clamp(at::round(w / g.scale) + g.zero, 0, maxq);
@@ -65,13 +36,13 @@ at::Tensor quantize(const at::Tensor& w, const Grid& g, double maxq) {
 Grid find_grid_aten(const at::Tensor& w, const GptqOptions& opt) {
   const double maxq = double((1 << opt.bits) - 1);
   at::Tensor lo = std::get<0>(w.min(1)), hi = std::get<0>(w.max(1));
-  Grid best = make_grid(lo, hi, opt);
+  Grid best = make_grid(lo, hi, grid_spec(opt));
   if (!opt.mse_clip) return best;
   auto error = [&](const Grid& g) { return ((quantize(w, g, maxq) - g.zero) * g.scale - w).pow(2).sum(1); };
   at::Tensor best_err = error(best);
   for (int i = 1; i <= 80; ++i) {
     const double ratio = 1.0 - i / 100.0;
-    Grid cand = make_grid(lo * ratio, hi * ratio, opt);
+    Grid cand = make_grid(lo * ratio, hi * ratio, grid_spec(opt));
     at::Tensor err = error(cand);
     at::Tensor better = err < best_err;
     best_err = at::where(better, err, best_err);

@@ -21,6 +21,21 @@ TORCH_LIBRARY(quantcore, m) {
       "ScalarType scale_dtype) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   // Streams a batch of layer inputs into H (running mean of 2 x^T x); returns the new count.
   m.def("gptq_hessian_update(Tensor(a!) hessian, Tensor x, int samples_seen) -> int");
+  // Group-wise quantize-dequantize of a 2-D weight, optionally of W * col_scale
+  // (result divided back) and with values clamped to +-clip[row, group].
+  m.def(
+      "fake_quantize_groups(Tensor weight, Tensor? col_scale, Tensor? clip, int bits, int group_size, "
+      "bool symmetric, ScalarType scale_dtype) -> Tensor");
+  // AWQ's per-input-channel scale search over alpha = i / n_grid. Returns
+  // (scales float32 [cols], losses float64 [n_grid], +inf where skipped).
+  m.def(
+      "awq_search_scale(Tensor weight, Tensor hessian, Tensor x_mean, Tensor? prev_absmax, int bits, "
+      "int group_size, bool symmetric, int n_grid, bool duo_scaling, float max_abs, ScalarType scale_dtype) "
+      "-> (Tensor, Tensor)");
+  // AWQ's clip search: per (row, group) clip threshold, float32 [rows, groups].
+  m.def(
+      "awq_search_clip(Tensor weight, Tensor hessian, int bits, int group_size, bool symmetric, int n_grid, "
+      "float max_shrink, ScalarType scale_dtype) -> Tensor");
   // y = x @ dequant(W)^T + bias for packed int32 weights [N, K*bits/32].
   m.def(
       "qlinear(Tensor x, Tensor qweight, Tensor scales, Tensor? zeros, Tensor? bias, int bits, "

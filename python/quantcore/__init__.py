@@ -20,6 +20,7 @@ from . import _torch_kernels  # noqa: F401  (ops on devices without native kerne
 from . import ops
 from .config import QuantConfig, RTNConfig
 from .gptq import GPTQConfig
+from .awq import AWQConfig
 from .nn import QuantLinear
 from . import assets
 from .ops import PER_CHANNEL, PER_TENSOR
@@ -32,6 +33,7 @@ __all__ = [
     "QuantConfig",
     "RTNConfig",
     "GPTQConfig",
+    "AWQConfig",
     "QuantLinear",
     "quantize_",
     "QuantizationReport",

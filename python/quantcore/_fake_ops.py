@@ -66,3 +66,22 @@ def _gptq_quantize_fake(weight, hessian, bits, group_size, symmetric, act_order,
             weight.new_empty((rows, groups), dtype=torch.uint8),
             weight.new_empty((cols,), dtype=torch.int32),
             weight.new_empty((3,), dtype=torch.float64, device="cpu"))
+
+
+@torch.library.register_fake("quantcore::fake_quantize_groups")
+def _fake_quantize_groups_fake(weight, col_scale, clip, bits, group_size, symmetric, scale_dtype):
+    return weight.new_empty(weight.shape, dtype=torch.float32)
+
+
+@torch.library.register_fake("quantcore::awq_search_scale")
+def _awq_search_scale_fake(weight, hessian, x_mean, prev_absmax, bits, group_size, symmetric, n_grid,
+                           duo_scaling, max_abs, scale_dtype):
+    return (weight.new_empty((weight.shape[1],), dtype=torch.float32),
+            weight.new_empty((n_grid,), dtype=torch.float64, device="cpu"))
+
+
+@torch.library.register_fake("quantcore::awq_search_clip")
+def _awq_search_clip_fake(weight, hessian, bits, group_size, symmetric, n_grid, max_shrink, scale_dtype):
+    rows, cols = weight.shape
+    groups = 1 if group_size == -1 else cols // group_size
+    return weight.new_empty((rows, groups), dtype=torch.float32)

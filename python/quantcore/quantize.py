@@ -43,6 +43,7 @@ class QuantizationReport:
     model_bytes_after: int = 0
     seconds: float = 0.0
     notes: Dict[str, str] = field(default_factory=dict)  # layers whose solver needed a fallback
+    scaling: Dict[str, str] = field(default_factory=dict)  # AWQ: where each layer's input scale went
 
     @property
     def bytes_before(self) -> int:
@@ -68,6 +69,7 @@ class QuantizationReport:
             "method": self.method, "config": self.config, "seconds": self.seconds,
             "model_bytes_before": self.model_bytes_before, "model_bytes_after": self.model_bytes_after,
             "bits_per_weight": self.bits_per_weight, "skipped": self.skipped, "notes": self.notes,
+            "scaling": self.scaling,
             "layers": [vars(layer) for layer in self.layers],
         }
 
@@ -84,12 +86,16 @@ class QuantizationReport:
             f"  at {self.bits_per_weight:.3f} bits/weight",
             f"  time         {self.seconds:9.2f} s" + (
                 f" ({sum(layer.seconds for layer in self.layers):.2f} s in the solver)"
-                if self.method == "gptq" else ""),
+                if self.method in ("gptq", "awq") else ""),
         ]
         if worst is not None:
             mean = sum(layer.rel_error for layer in self.layers) / len(self.layers)
-            what = "output error" if self.method == "gptq" else "weight error"
+            what = "output error" if self.method in ("gptq", "awq") else "weight error"
             lines.append(f"  {what} mean {mean:.4f}, worst {worst.rel_error:.4f} ({worst.name})")
+        if self.scaling:
+            kept = [n for n, where in self.scaling.items() if "input_scale" in where]
+            lines.append(f"  AWQ scales   {len(self.scaling) - len(kept)} layers folded into the op before, "
+                         f"{len(kept)} kept as input_scale" + (f" ({', '.join(kept[:2])}...)" if kept else ""))
         for name, note in list(self.notes.items())[:5]:
             lines.append(f"  note: {name}: {note}")
         return "\n".join(lines)
@@ -160,16 +166,20 @@ def quantize_(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(config, QuantConfig):
         raise TypeError(f"config must be a quantcore config such as RTNConfig, got {type(config).__name__}")
+    from .awq import AWQConfig, awq_quantize_model
     from .gptq import GPTQConfig, gptq_quantize_model
 
-    if type(config) not in (RTNConfig, GPTQConfig):
+    if type(config) not in (RTNConfig, GPTQConfig, AWQConfig):
         raise ValueError(f"quantize_ does not support {type(config).__name__} yet")
-    allowed = {"calib", "tokenizer", "device"} if isinstance(config, GPTQConfig) else set()
+    calibrated = isinstance(config, (GPTQConfig, AWQConfig))
+    allowed = {"calib", "tokenizer", "device"} if calibrated else set()
     unexpected = set(method_inputs) - allowed
     if unexpected:
         raise TypeError(f"unexpected arguments for {config.method}: {sorted(unexpected)}")
-    if isinstance(config, GPTQConfig) and method_inputs.get("calib") is None:
-        raise ValueError("GPTQ needs calibration data: quantize_(model, GPTQConfig(...), calib=texts, tokenizer=tok)")
+    if calibrated and method_inputs.get("calib") is None:
+        cls = type(config).__name__
+        raise ValueError(f"{config.method.upper()} needs calibration data: "
+                         f"quantize_(model, {cls}(...), calib=texts, tokenizer=tok)")
 
     start = time.perf_counter()
     targets, skipped = find_targets(model, include, exclude, skip_output_embeddings)
@@ -183,11 +193,13 @@ def quantize_(
 
     report = QuantizationReport(method=config.method, config=config.to_dict(), skipped=skipped,
                                 model_bytes_before=model_bytes(model))
-    if isinstance(config, GPTQConfig):
+    if calibrated:
         sizes = {n: sum(p.numel() * p.element_size() for p in m.parameters(recurse=False)) for n, m in targets}
-        results, notes = gptq_quantize_model(model, config, targets, method_inputs["calib"],
-                                             method_inputs.get("tokenizer"), progress,
-                                             device=method_inputs.get("device"))
+        args = (model, config, targets, method_inputs["calib"], method_inputs.get("tokenizer"), progress)
+        if isinstance(config, AWQConfig):
+            results, notes, report.scaling = awq_quantize_model(*args, device=method_inputs.get("device"))
+        else:
+            results, notes = gptq_quantize_model(*args, device=method_inputs.get("device"))
         by_name = {}
         for full, qlayer, rel, secs in results:
             by_name[full] = qlayer

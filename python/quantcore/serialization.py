@@ -52,6 +52,7 @@ def _quantization_config(model: nn.Module) -> Dict[str, Any]:
                 "group_size": m.group_size, "sym": m.sym, "bias": m.bias is not None,
                 "scale_dtype": str(m.scales.dtype).replace("torch.", ""),
                 "act_order": m.perm is not None,
+                "input_scale": m.input_scale is not None,
             }
     if not modules:
         raise ValueError("the model has no QuantLinear layers: run quantcore.quantize_ first")
@@ -242,7 +243,8 @@ def load_quantized(
         layer = QuantLinear(
             spec["in_features"], spec["out_features"], bits=spec["bits"], group_size=spec["group_size"],
             sym=spec["sym"], bias=spec["bias"], scale_dtype=dtype_from_name(spec["scale_dtype"]),
-            dtype=bias_dtype, act_order=bool(spec.get("act_order", False)))
+            dtype=bias_dtype, act_order=bool(spec.get("act_order", False)),
+            input_scale=bool(spec.get("input_scale", False)))
         replace_module(model, name, layer)
     state = {}
     with safe_open(str(weights), framework="pt") as f:

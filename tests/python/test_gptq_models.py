@@ -227,3 +227,43 @@ def test_unknown_architecture_is_found_through_its_list_of_blocks():
     with torch.no_grad():
         err = lambda m: float((m(ids[:4]) - ref).norm() / ref.norm())
         assert err(model) < err(m_rtn)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_each_linear_gets_the_hessian_of_its_own_inputs(name, monkeypatch):
+    # A freed input's id and address can be reused by the next linear's input
+    # (GPT-2's c_proj then c_fc): the driver must not take them for one tensor.
+    from quantcore import gptq
+
+    model = make_tiny(name)
+    ids = calib_ids(4, 32)
+    expected = {}
+    block = find_decoder_layers(model)[1][0]
+
+    def record(mod_name):
+        def hook(_m, args):
+            x = args[0].reshape(-1, args[0].shape[-1]).float()
+            h, n = expected.setdefault(mod_name, [torch.zeros(x.shape[1], x.shape[1]), 0])
+            expected[mod_name][1] = torch.ops.quantcore.gptq_hessian_update(h, x, n)
+        return hook
+
+    handles = [m.register_forward_pre_hook(record(n)) for n, m in block.named_modules()
+               if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D"]
+    with torch.no_grad():
+        for row in ids:
+            model(row.unsqueeze(0))
+    for h in handles:
+        h.remove()
+    seen = {}
+    original = gptq._solve_one
+
+    def spy(module, hessian, config):
+        seen[id(module)] = hessian.clone()
+        return original(module, hessian, config)
+
+    monkeypatch.setattr(gptq, "_solve_one", spy)
+    modules = dict(block.named_modules())
+    quantcore.quantize_(model, GPTQConfig(bits=4, group_size=32, n_samples=4, seq_len=32, true_sequential=False),
+                        calib=ids, progress=False)
+    for mod_name, (h, _) in expected.items():
+        torch.testing.assert_close(seen[id(modules[mod_name])], h, rtol=1e-5, atol=1e-6)

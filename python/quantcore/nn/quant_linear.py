@@ -39,6 +39,9 @@ class QuantLinear(nn.Module):
       the original weight is column ``j`` here, so that groups are contiguous
       (GPTQ's ``g_idx`` is ``g_idx[perm[j]] = j // group_size``); the forward
       pass gathers ``x[..., perm]`` once and runs the ordinary kernel;
+    * ``input_scale`` float32 ``[in]`` (optional; AWQ layers whose scale could
+      not be folded into the op before): the codes hold ``W * input_scale``
+      and the forward pass divides ``x`` by it first;
     * ``bias`` ``[out]`` (optional).
 
     ``forward`` runs the fused CPU kernel for 4- and 8-bit weights (dequantize +
@@ -67,6 +70,7 @@ class QuantLinear(nn.Module):
         dtype: torch.dtype = torch.float32,
         device: Optional[torch.device] = None,
         act_order: bool = False,
+        input_scale: bool = False,
     ) -> None:
         super().__init__()
         if in_features <= 0 or out_features <= 0:
@@ -98,6 +102,8 @@ class QuantLinear(nn.Module):
         self.register_buffer("bias", torch.zeros(out_features, dtype=dtype, device=device) if bias else None)
         perm = torch.arange(in_features, dtype=torch.int32, device=device) if act_order else None
         self.register_buffer("perm", perm)
+        scale_in = torch.ones(in_features, dtype=torch.float32, device=device) if input_scale else None
+        self.register_buffer("input_scale", scale_in)
         self.register_buffer("_kernel_scales", None, persistent=False)
         self.register_load_state_dict_post_hook(lambda module, _keys: module.repack())
         self.repack()
@@ -115,6 +121,7 @@ class QuantLinear(nn.Module):
         group_size: int,
         dtype: Optional[torch.dtype] = None,
         g_idx: Optional[torch.Tensor] = None,
+        input_scale: Optional[torch.Tensor] = None,
     ) -> "QuantLinear":
         """Build from unpacked codes ``[out, in]`` (uint8) and their grid.
 
@@ -122,7 +129,9 @@ class QuantLinear(nn.Module):
         ``[1, 1]``) are expanded per output row. ``g_idx`` (``[in]``, the group
         of each input column, as GPTQ's act-order produces it) may assign columns
         to groups in any order, ``group_size`` columns per group; the layer then
-        stores the permutation that makes groups contiguous.
+        stores the permutation that makes groups contiguous. ``input_scale``
+        (``[in]``, positive): the codes quantize ``W * input_scale`` (AWQ); the
+        layer divides its input by it.
         """
         if not isinstance(codes, torch.Tensor) or codes.dtype != torch.uint8 or codes.dim() != 2:
             raise TypeError("codes must be a 2-D torch.uint8 tensor [out_features, in_features]")
@@ -140,6 +149,9 @@ class QuantLinear(nn.Module):
             zeros = zeros.expand(out_features, -1) if zeros is not None else None
         if group_size in (ops.PER_CHANNEL, ops.PER_TENSOR):
             group_size = in_features
+        if input_scale is not None and (not isinstance(input_scale, torch.Tensor)
+                                        or tuple(input_scale.shape) != (in_features,)):
+            raise ValueError(f"input_scale must be a tensor of shape [{in_features}]")
         perm = _group_permutation(g_idx, in_features, group_size) if g_idx is not None else None
         if perm is not None:
             codes = codes.index_select(1, perm.to(codes.device).long())
@@ -147,8 +159,10 @@ class QuantLinear(nn.Module):
             in_features, out_features, bits=bits, group_size=group_size, sym=zeros is None,
             bias=bias is not None, scale_dtype=scales.dtype,
             dtype=dtype or (bias.dtype if bias is not None else torch.float32), device=codes.device,
-            act_order=perm is not None)
+            act_order=perm is not None, input_scale=input_scale is not None)
         with torch.no_grad():
+            if input_scale is not None:
+                layer.input_scale.copy_(input_scale)
             if perm is not None:
                 layer.perm.copy_(perm)
             layer.qweight.copy_(ops.pack(codes.contiguous(), bits, 32))
@@ -197,12 +211,16 @@ class QuantLinear(nn.Module):
                     torch.sort(self.perm).values.cpu(), torch.arange(self.in_features, dtype=torch.int32)):
                 raise ValueError(f"perm must be a permutation of range({self.in_features}) (int32); "
                                  "corrupt checkpoint?")
+        if self.input_scale is not None:
+            if self.input_scale.shape != (self.in_features,) or not bool(
+                    (torch.isfinite(self.input_scale) & (self.input_scale > 0)).all()):
+                raise ValueError("input_scale must be finite and positive; corrupt checkpoint?")
         self._kernel_scales = self.scales if self.scales.dtype == torch.float32 else self.scales.float()
 
     def _apply(self, fn, recurse=True):
         # Module.to(dtype) would cast the scales and so change the weights: move
         # them to the new device but keep their dtype.
-        kept = {name: self._buffers.pop(name) for name in ("scales", "_kernel_scales")}
+        kept = {name: self._buffers.pop(name) for name in ("scales", "_kernel_scales", "input_scale")}
         super()._apply(fn, recurse)
         for name, t in kept.items():
             if t is not None:
@@ -216,6 +234,8 @@ class QuantLinear(nn.Module):
             raise TypeError(f"QuantLinear expects float32/float16/bfloat16 input, got {x.dtype}")
         if x.shape[-1] != self.in_features:
             raise ValueError(f"input has {x.shape[-1]} features, layer expects {self.in_features}")
+        if self.input_scale is not None:  # AWQ scale that no earlier op absorbed
+            x = (x / self.input_scale).to(x.dtype)
         if self.bits in (4, 8) and x.device.type == "cpu":
             x2 = x.reshape(-1, self.in_features)
             if self.perm is not None:  # act-order: bring the inputs into group order
@@ -226,15 +246,22 @@ class QuantLinear(nn.Module):
                 x2, self.qweight, self._kernel_scales, self.zeros, self.bias, self.bits, self.group_size)
             return y.view(*x.shape[:-1], self.out_features)
         bias = self.bias.to(x.dtype) if self.bias is not None else None
-        return F.linear(x, self.dequantize(x.dtype), bias)
+        return F.linear(x, self._dequantize_codes(x.dtype), bias)  # x is already divided by input_scale
 
-    def dequantize(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-        """The float weight ``[out, in]`` these codes represent (original column order)."""
-        dtype = dtype or (self.bias.dtype if self.bias is not None else torch.float32)
+    def _dequantize_codes(self, dtype: torch.dtype) -> torch.Tensor:
+        # The stored grid in the original column order, before any input_scale.
         w = ops.dequantize(self.qweight, self._kernel_scales, self.zeros, self.bits, self.group_size, dtype)
         if self.perm is not None:
             w = torch.empty_like(w).index_copy_(1, self.perm.long(), w)
         return w
+
+    def dequantize(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """The float weight ``[out, in]`` these codes represent (original column order;
+        divided by ``input_scale`` when the layer has one, so ``x @ W.T`` is the output)."""
+        dtype = dtype or (self.bias.dtype if self.bias is not None else torch.float32)
+        if self.input_scale is None:
+            return self._dequantize_codes(dtype)
+        return (self._dequantize_codes(torch.float32) / self.input_scale).to(dtype)
 
     @property
     def g_idx(self) -> torch.Tensor:
@@ -248,18 +275,19 @@ class QuantLinear(nn.Module):
     def storage_bytes(self) -> int:
         """Bytes of the persistent buffers (what a checkpoint stores)."""
         return sum(t.numel() * t.element_size() for t in (self.qweight, self.scales, self.zeros, self.perm,
-                                                            self.bias) if t is not None)
+                                                            self.input_scale, self.bias) if t is not None)
 
     def weight_bits_per_element(self) -> float:
         """Bits per weight, counting codes, scales, zero points and the act-order permutation."""
-        total = sum(t.numel() * t.element_size() for t in (self.qweight, self.scales, self.zeros, self.perm)
-                    if t is not None)
+        total = sum(t.numel() * t.element_size() for t in (self.qweight, self.scales, self.zeros, self.perm,
+                                                            self.input_scale) if t is not None)
         return 8.0 * total / (self.in_features * self.out_features)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
                 f"group_size={self.group_size}, sym={self.sym}, bias={self.bias is not None}"
-                + (", act_order=True" if self.perm is not None else ""))
+                + (", act_order=True" if self.perm is not None else "")
+                + (", input_scale=True" if self.input_scale is not None else ""))
 
 
 def _group_permutation(g_idx: torch.Tensor, in_features: int, group_size: int) -> Optional[torch.Tensor]:
