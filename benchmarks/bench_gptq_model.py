@@ -1,4 +1,4 @@
-"""Whole-model GPTQ: wall time and peak memory of ``quantcore.quantize_``.
+"""Whole-model GPTQ / AWQ: wall time and peak memory of ``quantcore.quantize_``.
 
 Models:
 * ``smollm2`` / ``gemma3``: the real models scripts/prepare_assets.py prepares
@@ -9,6 +9,7 @@ Models:
 
 Run: python benchmarks/bench_gptq_model.py --model smollm2 --samples 32 --seq-len 512
      python benchmarks/bench_gptq_model.py --model llama-1b --device cuda --samples 128 --seq-len 2048
+     python benchmarks/bench_gptq_model.py --method awq ...   (or awq+gptq: AWQ scales, then GPTQ)
 Peak memory: the process's peak resident set (CPU) and, with ``--device cuda``,
 torch's peak GPU allocation during quantization.
 """
@@ -49,6 +50,7 @@ def main() -> None:
     ap.add_argument("--device", default=None, help="calibration device (default: where the model is, the CPU)")
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--method", choices=["gptq", "awq", "awq+gptq"], default="gptq")
     ap.add_argument("--bits", type=int, default=4)
     ap.add_argument("--group-size", type=int, default=128)
     ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
@@ -68,14 +70,17 @@ def main() -> None:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.device and args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    cfg = quantcore.GPTQConfig(bits=args.bits, group_size=args.group_size, act_order=True,
-                               n_samples=args.samples, seq_len=args.seq_len)
+    common = dict(bits=args.bits, group_size=args.group_size, n_samples=args.samples, seq_len=args.seq_len)
+    cfg = {"gptq": lambda: quantcore.GPTQConfig(**common, act_order=True),
+           "awq": lambda: quantcore.AWQConfig(**common),
+           "awq+gptq": lambda: quantcore.AWQConfig(**common, then_gptq=True, act_order=True)}[args.method]()
     t0 = time.perf_counter()
     report = quantcore.quantize_(model, cfg, calib=calib, tokenizer=tok, device=args.device, progress=True)
     secs = time.perf_counter() - t0
     out = {
         "model": args.model, "params_m": params / 1e6, "device": args.device or "cpu",
-        "calibration": f"{args.samples}x{args.seq_len}", "config": f"W{args.bits} g{args.group_size} act-order",
+        "calibration": f"{args.samples}x{args.seq_len}", "method": args.method,
+        "config": f"W{args.bits} g{args.group_size}" + (" act-order" if args.method != "awq" else ""),
         "seconds": secs, "solver_s": sum(layer.seconds for layer in report.layers), "layers": len(report.layers),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_before_mib": rss_before, "dtype": args.dtype,

@@ -220,11 +220,15 @@ class _Edits:
     def save(self, t: torch.Tensor) -> None:
         self._saved.append((t, t.detach().clone()))
 
-    def undo(self) -> None:
+    def mark(self) -> int:
+        return len(self._saved)
+
+    def undo(self, mark: int = 0) -> None:
+        """Restores everything saved since ``mark`` (default: everything)."""
         with torch.no_grad():
-            for t, old in reversed(self._saved):
+            while len(self._saved) > mark:
+                t, old = self._saved.pop()
                 t.copy_(old)
-        self._saved.clear()
 
 
 def _divide_rows_(module: nn.Module, span: Tuple[int, int], s: torch.Tensor, edits: _Edits) -> None:
@@ -420,6 +424,18 @@ def _quantize_layers(model, config, targets, windows, layers_path, layers, compu
     return results, notes, scaling
 
 
+@dataclass
+class _Plan:
+    """One scaling group of a block: its input statistics, fold, and chosen scale."""
+
+    stats: _InputStats
+    group: Optional[ScalingGroup]   # None: no fold known for these linears
+    prev: Optional[nn.Module]
+    scale: torch.Tensor
+    alpha: float
+    folded: bool = False
+
+
 def _quantize_block(model, block, todo, prefix, run_block, n, config, compute, replaced, edits, notes, scaling):
     names = {id(m): prefix + n for n, m in todo}
     rel_names = {id(m): n for n, m in todo}
@@ -427,17 +443,56 @@ def _quantize_block(model, block, todo, prefix, run_block, n, config, compute, r
     inputs, reference = _collect_stats(block, run_block, n, todo, names, compute)
     if not inputs:
         return []  # no linear of this block ran; quantize_ falls back to RTN for them
+    plans = _search_scales(model, block, inputs, by_id, rel_names, config, compute)
+    err = _fold_and_check(plans, by_id, run_block, reference, edits)
+    if err is not None:
+        for plan in plans:
+            for i in plan.stats.members:
+                if plan.group is not None:
+                    notes[names[i]] = (f"AWQ fold changed the layer's output (relative error {err:.2g}): "
+                                       "scale kept as input_scale")
 
-    # Scaling groups: observed shared inputs, matched to the family's fold table.
+    # Each linear's effective weight: rows divided by the folds into it, columns scaled.
+    row_scale: Dict[int, Tuple[Tuple[int, int], torch.Tensor]] = {}
+    for plan in plans:
+        where = f"folded into {prefix}{plan.group.prev}" if plan.folded else "kept as input_scale"
+        for i in plan.stats.members:
+            scaling[names[i]] = f"alpha {plan.alpha:.2f}, {where}"
+        if plan.folded and plan.group.kind == "rows" and id(plan.prev) in by_id:
+            row_scale[id(plan.prev)] = (plan.group.rows, plan.scale)
+
+    results = []
+    for plan in plans:
+        s = plan.scale
+        hessian = plan.stats.hessian / (s[:, None] * s[None, :])  # of the scaled inputs x / s
+        for i in plan.stats.members:
+            m = by_id[i]
+            t0 = time.perf_counter()
+            w = linear_weight(m).detach().to(compute, torch.float32, copy=True)
+            bias = m.bias.detach().float().clone() if m.bias is not None else None
+            if i in row_scale:
+                (r0, r1), rs = row_scale[i]
+                w[r0:r1] /= rs[:, None]
+                if bias is not None:
+                    bias[r0:r1] /= rs.to(bias.device)
+            qlayer, rel = _quantize_linear(m, w * s, hessian, bias, None if plan.folded else s, config,
+                                           rel_names[i])
+            replace_module(block, rel_names[i], qlayer)
+            replaced.append((block, rel_names[i], m))
+            results.append((names[i], qlayer, rel, time.perf_counter() - t0))
+    return results
+
+
+def _search_scales(model, block, inputs, by_id, rel_names, config, compute) -> List[_Plan]:
+    """The best scale of each observed input group, and the fold the family table has for it."""
     table = {frozenset(g.linears): g for g in scaling_groups(model, block)} if config.fold else {}
     dtype = linear_weight(by_id[inputs[0].members[0]]).dtype
     limit = _weight_limit(dtype, config.bits, config.scale_dtype)
-    plans = []  # (stats, group or None, prev module, s, alpha)
+    plans = []
     for st in inputs:
-        members = [by_id[i] for i in st.members]
         group = table.get(frozenset(rel_names[i] for i in st.members))
         prev = block.get_submodule(group.prev) if group is not None else None
-        weight = torch.cat([linear_weight(m).detach().float() for m in members]).to(compute)
+        weight = torch.cat([linear_weight(by_id[i]).detach().float() for i in st.members]).to(compute)
         prev_absmax = _prev_absmax(group, prev).to(compute) if group is not None else None
         s, losses = torch.ops.quantcore.awq_search_scale(
             weight, st.hessian, st.x_mean, prev_absmax, config.bits, config.group_size, config.sym,
@@ -446,76 +501,44 @@ def _quantize_block(model, block, todo, prefix, run_block, n, config, compute, r
         alpha = float(torch.argmin(torch.where(finite, losses, torch.inf))) / config.n_grid if finite.any() else 0.0
         if config.duo_scaling and bool(torch.all(s == 1)):
             alpha = float("nan")  # RTN won over every duo candidate
-        plans.append((st, group, prev, s, alpha))
+        plans.append(_Plan(st, group, prev, s, alpha))
+    return plans
 
-    # Fold, then check that the float block still computes what it did.
-    folded = [p for p in plans if p[1] is not None]
-    fold_ok = True
-    if folded:
-        mark = len(edits._saved)
-        probe = _Edits()  # temporary edits of the linears about to be quantized
-        for st, group, prev, s, _ in folded:
-            if group.kind == "rows" and id(prev) in by_id:  # its quantized weight takes the rows instead
-                with torch.no_grad():
-                    _divide_rows_(prev, group.rows, s.to(prev.weight.device), probe)
+
+def _fold_and_check(plans, by_id, run_block, reference, edits) -> Optional[float]:
+    """Folds every plan that has a fold and checks the float block on window 0.
+    Returns None when the output is unchanged (plans marked folded), else the
+    relative error (folds undone, scales to be kept as input_scale)."""
+    folded = [p for p in plans if p.group is not None]
+    if not folded:
+        return None
+    mark = edits.mark()
+    probe = _Edits()  # temporary: the linears about to be quantized, scaled for the check only
+    with torch.no_grad():
+        for p in folded:
+            s = p.scale.to(p.prev.weight.device)
+            if p.group.kind == "rows" and id(p.prev) in by_id:  # its quantized weight takes the rows
+                _divide_rows_(p.prev, p.group.rows, s, probe)
             else:
-                _fold_into_prev_(group, prev, s.to(prev.weight.device), edits)
-        for st, group, prev, s, _ in folded:
-            for i in st.members:
+                _fold_into_prev_(p.group, p.prev, s, edits)
+        for p in folded:
+            for i in p.stats.members:
                 m = by_id[i]
                 probe.save(m.weight)
-                sw = s.to(m.weight.device)
-                m.weight.data = (m.weight.data.float() * (sw[:, None] if is_conv1d(m) else sw)).to(m.weight.dtype)
+                s = p.scale.to(m.weight.device)
+                m.weight.data = (m.weight.data.float() * (s[:, None] if is_conv1d(m) else s)).to(m.weight.dtype)
         try:
             out = _first_tensor(run_block(0))
         finally:
             probe.undo()
-        tol = 1e-3 if dtype == torch.float32 else 5e-2
-        err = _relative(out, reference)
-        if not err <= tol:
-            fold_ok = False
-            while len(edits._saved) > mark:  # undo this block's folds only
-                t, old = edits._saved.pop()
-                t.copy_(old)
-            for st, *_ in folded:
-                for i in st.members:
-                    notes[names[i]] = (f"AWQ fold changed the layer's output (relative error {err:.2g}): "
-                                       "scale kept as input_scale")
-
-    # Each linear's effective weight: rows divided by folds into it, columns scaled.
-    row_scale: Dict[int, Tuple[Tuple[int, int], torch.Tensor]] = {}
-    in_scale: Dict[int, Tuple[torch.Tensor, bool]] = {}  # id -> (s, kept as input_scale)
-    for st, group, prev, s, alpha in plans:
-        is_folded = group is not None and fold_ok
-        where = (f"folded into {prefix}{group.prev}" if is_folded else "kept as input_scale")
-        for i in st.members:
-            in_scale[i] = (s, not is_folded)
-            scaling[names[i]] = f"alpha {alpha:.2f}, {where}"
-        if is_folded and group.kind == "rows" and id(prev) in by_id:
-            row_scale[id(prev)] = (group.rows, s)
-
-    results = []
-    for st, *_ in plans:
-        hessian_cache: Dict[int, torch.Tensor] = {}
-        for i in st.members:
-            m = by_id[i]
-            t0 = time.perf_counter()
-            s, keep = in_scale[i]
-            w = linear_weight(m).detach().to(compute, torch.float32, copy=True)
-            bias = m.bias.detach().float() if m.bias is not None else None
-            if i in row_scale:
-                (r0, r1), rs = row_scale[i]
-                w[r0:r1] /= rs[:, None]
-                if bias is not None:
-                    bias = bias.clone()
-                    bias[r0:r1] /= rs.to(bias.device)
-            w = w * s  # the weight that meets the scaled input x / s
-            h = hessian_cache.setdefault(id(st), st.hessian / (s[:, None] * s[None, :]))
-            qlayer, rel = _quantize_linear(m, w, h, bias, s if keep else None, config, rel_names[i])
-            replace_module(block, rel_names[i], qlayer)
-            replaced.append((block, rel_names[i], m))
-            results.append((names[i], qlayer, rel, time.perf_counter() - t0))
-    return results
+    tol = 1e-3 if reference.dtype == torch.float32 else 5e-2
+    err = _relative(out, reference)
+    if err <= tol:
+        for p in folded:
+            p.folded = True
+        return None
+    edits.undo(mark)
+    return err
 
 
 def _quantize_linear(module, w, hessian, bias, input_scale, config, rel_name) -> Tuple[QuantLinear, float]:
