@@ -15,6 +15,16 @@ cmake -S . -B build/cpp-tests -G Ninja -DCMAKE_BUILD_TYPE=Release \
 cmake --build build/cpp-tests
 ctest --test-dir build/cpp-tests --output-on-failure -j2
 
+# No GPU here, but a broken CUDA kernel must still fail CI: compile them.
+if command -v nvcc >/dev/null 2>&1; then
+  printf '\n== CUDA kernel sources (nvcc, sm_80 and sm_90a, compile only)\n'
+  cmake -S . -B build/cuda-compile -G Ninja -DCMAKE_BUILD_TYPE=Release -DQUANTCORE_BUILD_PYTHON=OFF \
+    -DQUANTCORE_ENABLE_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=80-real;90a-real" >/dev/null
+  cmake --build build/cuda-compile --target quantcore_cuda_kernels
+else
+  printf '\n== CUDA kernel sources: nvcc not found, not compiled\n'
+fi
+
 printf '\n== Python tests (pytest)\n'
 # Run from tests/ so `import quantcore` finds the installed package, not ./python.
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1

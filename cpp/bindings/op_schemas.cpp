@@ -36,6 +36,10 @@ TORCH_LIBRARY(quantcore, m) {
   m.def(
       "awq_search_clip(Tensor weight, Tensor hessian, int bits, int group_size, bool symmetric, int n_grid, "
       "float max_shrink, ScalarType scale_dtype) -> Tensor");
+  // Float weight [N, K] of packed int32 codes (CUDA; 2/4/8 bits).
+  m.def(
+      "dequantize_packed(Tensor qweight, Tensor scales, Tensor? zeros, int bits, int group_size, "
+      "ScalarType dtype) -> Tensor");
   // y = x @ dequant(W)^T + bias for packed int32 weights [N, K*bits/32].
   m.def(
       "qlinear(Tensor x, Tensor qweight, Tensor scales, Tensor? zeros, Tensor? bias, int bits, "

@@ -85,3 +85,8 @@ def _awq_search_clip_fake(weight, hessian, bits, group_size, symmetric, n_grid, 
     rows, cols = weight.shape
     groups = 1 if group_size == -1 else cols // group_size
     return weight.new_empty((rows, groups), dtype=torch.float32)
+
+
+@torch.library.register_fake("quantcore::dequantize_packed")
+def _dequantize_packed_fake(qweight, scales, zeros, bits, group_size, dtype):
+    return qweight.new_empty((qweight.shape[0], qweight.shape[1] * 32 // bits), dtype=dtype)

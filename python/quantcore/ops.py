@@ -20,6 +20,8 @@ from typing import Optional, Tuple
 
 import torch
 
+from . import _C
+
 __all__ = ["pack", "unpack", "rtn_quantize", "qlinear", "dequantize", "PER_CHANNEL", "PER_TENSOR"]
 
 #: ``group_size`` value meaning one scale per output row.
@@ -144,9 +146,14 @@ def dequantize(
         raise TypeError(f"qweight must be torch.int32, got {qweight.dtype}")
     if not scales.dtype.is_floating_point:
         raise TypeError(f"scales must be a float tensor, got {scales.dtype}")
-    codes = unpack(qweight, bits).to(torch.int32)
-    n, k = codes.shape
+    n, k = qweight.shape[0], qweight.shape[1] * 32 // bits
     gs = k if group_size in (PER_CHANNEL, PER_TENSOR) else group_size
+    if (qweight.is_cuda and _C.cuda_kernels and bits in (2, 4, 8) and gs > 0 and k % gs == 0
+            and gs % (32 // bits) == 0
+            and tuple(scales.shape) == (n, k // gs) and qweight.is_contiguous() and scales.is_contiguous()):
+        return torch.ops.quantcore.dequantize_packed(  # the CUDA kernel (it checks the rest)
+            qweight, scales, zeros.contiguous() if zeros is not None else None, bits, gs, dtype)
+    codes = unpack(qweight, bits).to(torch.int32)
     if gs <= 0 or k % gs:
         raise ValueError(f"group_size {group_size} does not divide the {k} input features")
     if tuple(scales.shape) not in ((n, k // gs), (1, 1)):

@@ -27,8 +27,8 @@ class LayerReport:
     bytes_before: int
     bytes_after: int
     bits_per_weight: float  # codes + scales + zero points, bias excluded
-    rel_error: float  # RTN: ||W - dequant(Q)||_F / ||W||_F; GPTQ: the same for the outputs on calibration data
-    seconds: float = 0.0  # time to quantize this layer (GPTQ: its solve, Hessian accumulation excluded)
+    rel_error: float  # RTN: ||W - dequant(Q)||_F / ||W||_F; GPTQ/AWQ: the same for the outputs on calibration data
+    seconds: float = 0.0  # time to quantize this layer (GPTQ/AWQ: its solve, statistics collection excluded)
 
 
 @dataclass
@@ -148,7 +148,7 @@ def quantize_(
         skip_output_embeddings: keep ``lm_head`` (the logits layer) in float
             unless ``include`` names it.
         progress: show a tqdm progress bar.
-        **method_inputs: what the method needs besides the model. GPTQ:
+        **method_inputs: what the method needs besides the model. GPTQ and AWQ:
             ``calib`` (texts, a text file, or token ids), ``tokenizer`` (for
             text), ``device`` (where each decoder layer is calibrated, e.g.
             ``"cuda"``; default where the layers are).

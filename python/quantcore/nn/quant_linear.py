@@ -8,12 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import ops
+from .. import _C, ops
 from ..config import QuantConfig
 
 __all__ = ["QuantLinear", "is_conv1d", "linear_weight"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_CUDA_KERNELS = bool(_C.cuda_kernels)  # built with QUANTCORE_ENABLE_CUDA
 
 
 def is_conv1d(module: nn.Module) -> bool:
@@ -244,6 +245,15 @@ class QuantLinear(nn.Module):
                 x2 = x2.contiguous()
             y = torch.ops.quantcore.qlinear(
                 x2, self.qweight, self._kernel_scales, self.zeros, self.bias, self.bits, self.group_size)
+            return y.view(*x.shape[:-1], self.out_features)
+        if (x.device.type == "cuda" and _CUDA_KERNELS and self.bits in (4, 8) and self.group_size % 32 == 0
+                and x.dtype in (torch.float16, torch.bfloat16)):
+            # GEMV for small batches, else dequantize + cuBLAS (cpp/kernels/cuda/); the
+            # stored scales are read directly, at their own precision.
+            x2 = x.reshape(-1, self.in_features)
+            x2 = x2.index_select(1, self.perm) if self.perm is not None else x2.contiguous()
+            y = torch.ops.quantcore.qlinear(x2, self.qweight, self.scales, self.zeros, self.bias, self.bits,
+                                            self.group_size)
             return y.view(*x.shape[:-1], self.out_features)
         bias = self.bias.to(x.dtype) if self.bias is not None else None
         return F.linear(x, self._dequantize_codes(x.dtype), bias)  # x is already divided by input_scale

@@ -1,0 +1,125 @@
+"""CUDA quantized matmul vs cuBLAS bf16 and torch's int4 kernel (issue 5's table).
+
+Run on a GPU with a QUANTCORE_ENABLE_CUDA=ON build:
+    python benchmarks/bench_cuda_qlinear.py [--json out.json]
+For each N x K and M: cuBLAS bf16 ``x @ W.T``, ``torch._weight_int4pack_mm``
+(tinygemm, W4 g128) and quantcore's ``qlinear`` (W4 g128 symmetric, fp16
+scales; W8 per-channel at M = 1), all with bf16 activations. Every weight set
+is replicated until the copies exceed 4x the L2 cache and the copies are used
+in turn, so weights stream from HBM. Times are CUDA-event medians over runs of
+20 back-to-back calls (so Python's dispatch overhead does not count). The copy
+bandwidth (a device-to-device copy of 1 GiB) is measured in the same run;
+GB/s for M = 1 counts the weight bytes (codes + scales) of one call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+import quantcore
+
+SHAPES = [(28672, 8192), (8192, 8192), (14336, 4096), (4096, 14336)]
+BATCHES = [1, 16, 64, 256]
+
+
+def timed(fn, samples: int = 15, reps: int = 20) -> float:
+    """Milliseconds per call of fn(i): the median over `samples` of `reps` calls
+    between two events, so the host's launch overhead overlaps the GPU's work
+    (one call per event pair would time the Python dispatch for small shapes)."""
+    for i in range(reps):
+        fn(i)
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(samples):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for i in range(reps):
+            fn(i)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / reps)
+    return sorted(times)[len(times) // 2]
+
+
+def copies_for(nbytes: int) -> int:
+    l2 = torch.cuda.get_device_properties(0).L2_cache_size
+    return max(2, -(-4 * l2 // max(nbytes, 1)))
+
+
+def copy_bandwidth() -> float:
+    a = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    b = torch.empty_like(a)
+    ms = timed(lambda i: b.copy_(a), samples=5, reps=5)
+    return 2 * a.numel() / ms / 1e6  # GB/s, read + write
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--batches", type=int, nargs="+", default=BATCHES)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    dev = torch.cuda.get_device_name()
+    copy_gbs = copy_bandwidth()
+    print(f"{dev}, torch {torch.__version__}; device-to-device copy {copy_gbs:.0f} GB/s")
+    rows = []
+    for n, k in SHAPES:
+        w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
+        codes, scales, _ = quantcore.ops.rtn_quantize(w.float().cpu(), bits=4, group_size=128)
+        q4 = (quantcore.ops.pack(codes, 4, 32).cuda(), scales.cuda())
+        codes8, scales8, _ = quantcore.ops.rtn_quantize(w.float().cpu(), bits=8, group_size=-1)
+        q8 = (quantcore.ops.pack(codes8, 8, 32).cuda(), scales8.cuda())
+        # torch's tinygemm layout (its int4 op; asymmetric scale+zero per group).
+        w_int = codes.to(torch.int32).cuda()
+        try:  # torch >= 2.5 takes two codes per byte (even column in the high nibble)
+            tiny_packed = torch._convert_weight_to_int4pack(
+                (w_int[:, ::2] << 4 | w_int[:, 1::2]).to(torch.uint8), 8)
+        except RuntimeError:
+            tiny_packed = torch._convert_weight_to_int4pack(w_int, 8)
+        sz = torch.stack([scales.float(), torch.zeros_like(scales.float())], -1).transpose(0, 1).contiguous()
+        tiny = (tiny_packed, sz.to(torch.bfloat16).cuda())
+        bf16_bytes, w4_bytes = w.numel() * 2, q4[0].numel() * 4 + q4[1].numel() * 2
+        w8_bytes = q8[0].numel() * 4 + q8[1].numel() * 2
+        sets = {
+            "bf16": [w] + [w.clone() for _ in range(copies_for(bf16_bytes) - 1)],
+            "w4": [q4] + [tuple(t.clone() for t in q4) for _ in range(copies_for(w4_bytes) - 1)],
+            "w8": [q8] + [tuple(t.clone() for t in q8) for _ in range(copies_for(w8_bytes) - 1)],
+            "tiny": [tiny] + [tuple(t.clone() for t in tiny) for _ in range(copies_for(w4_bytes) - 1)],
+        }
+        for m in args.batches:
+            x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+            bf = sets["bf16"]
+            t_bf16 = timed(lambda i: x @ bf[i % len(bf)].T)
+            w4s = sets["w4"]
+            t_w4 = timed(lambda i: torch.ops.quantcore.qlinear(x, w4s[i % len(w4s)][0], w4s[i % len(w4s)][1],
+                                                              None, None, 4, 128))
+            ts = sets["tiny"]
+            t_tiny = timed(lambda i: torch._weight_int4pack_mm(x, ts[i % len(ts)][0], 128, ts[i % len(ts)][1]))
+            row = {"N": n, "K": k, "M": m, "bf16_ms": t_bf16, "w4_ms": t_w4, "torch_int4_ms": t_tiny,
+                   "w4_vs_bf16": t_bf16 / t_w4, "w4_vs_torch_int4": t_tiny / t_w4}
+            if m == 1:
+                w8s = sets["w8"]
+                t_w8 = timed(lambda i: torch.ops.quantcore.qlinear(x, w8s[i % len(w8s)][0], w8s[i % len(w8s)][1],
+                                                                  None, None, 8, k))
+                row.update(w8_ms=t_w8, w8_vs_bf16=t_bf16 / t_w8, w4_gbs=w4_bytes / t_w4 / 1e6,
+                           w8_gbs=w8_bytes / t_w8 / 1e6, bf16_gbs=bf16_bytes / t_bf16 / 1e6)
+            rows.append(row)
+            extra = (f" | W8 {row['w8_ms'] * 1e3:6.1f} us ({row['w8_vs_bf16']:.2f}x) | GB/s bf16 "
+                     f"{row['bf16_gbs']:.0f} W4 {row['w4_gbs']:.0f} ({row['w4_gbs'] / copy_gbs:.0%} of copy) "
+                     f"W8 {row['w8_gbs']:.0f}" if m == 1 else "")
+            print(f"{n:6d} x {k:6d} M={m:4d} | bf16 {t_bf16 * 1e3:7.1f} us | W4 {t_w4 * 1e3:7.1f} us "
+                  f"({row['w4_vs_bf16']:.2f}x bf16, {row['w4_vs_torch_int4']:.2f}x torch int4 "
+                  f"{t_tiny * 1e3:.1f} us){extra}", flush=True)
+        del sets
+        torch.cuda.empty_cache()
+    if args.json:
+        args.json.write_text(json.dumps({"device": dev, "torch": torch.__version__, "copy_gbs": copy_gbs,
+                                         "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

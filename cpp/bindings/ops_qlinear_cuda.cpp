@@ -1,0 +1,141 @@
+// CUDA implementations of quantcore::qlinear and quantcore::dequantize_packed:
+// argument checks around cpp/kernels/cuda/ (GEMV for small batches; dequantize
+// then cuBLAS for larger ones). Built only with QUANTCORE_ENABLE_CUDA.
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <optional>
+
+#include "cuda/dequant_cuda.h"
+#include "cuda/gptq_block_cuda.h"
+#include "cuda/qgemv_cuda.h"
+#include "tensor_checks.h"
+
+namespace quantcore::bindings {
+namespace {
+
+// Above this batch the weights are dequantized once and multiplied by cuBLAS.
+constexpr int64_t kGemvMaxM = 8;
+
+kernels::GpuFloat gpu_float(at::ScalarType t) {
+  return t == at::kHalf ? kernels::GpuFloat::kF16 : t == at::kBFloat16 ? kernels::GpuFloat::kBF16
+                                                                        : kernels::GpuFloat::kF32;
+}
+
+void check_launch(int code, const char* op) {
+  TORCH_CHECK(code == 0, op, ": CUDA kernel launch failed: ", kernels::cuda_error_string(code));
+}
+
+struct Packed {
+  int64_t N, K, groups;
+};
+
+Packed check_packed(const at::Tensor& qweight, const at::Tensor& scales, const std::optional<at::Tensor>& zeros,
+                    int64_t bits, int64_t group_size, const char* op) {
+  TORCH_CHECK_VALUE(qweight.is_cuda() && scales.is_cuda(), op, ": qweight and scales must be CUDA tensors");
+  TORCH_CHECK_VALUE(qweight.device() == scales.device(), op, ": qweight and scales must be on one device");
+  check_dtype(qweight, at::kInt, op, "qweight");
+  check_float(scales, op, "scales");
+  check_contiguous(qweight, op, "qweight");
+  check_contiguous(scales, op, "scales");
+  check_bits(bits, 2, 8, op);
+  TORCH_CHECK_VALUE(qweight.dim() == 2 && scales.dim() == 2, op, ": qweight and scales must be 2-D");
+  const int64_t N = qweight.size(0), K = qweight.size(1) * 32 / bits;
+  TORCH_CHECK_VALUE(qweight.size(1) * 32 % bits == 0, op, ": qweight width does not hold whole codes");
+  TORCH_CHECK_VALUE(group_size > 0 && K % group_size == 0, op, ": group_size ", group_size, " must divide K=", K);
+  const int64_t groups = K / group_size;
+  TORCH_CHECK_VALUE(scales.size(0) == N && scales.size(1) == groups, op, ": scales must be [", N, ", ", groups,
+                    "], got ", scales.sizes());
+  if (zeros) {
+    check_dtype(*zeros, at::kByte, op, "zeros");
+    check_contiguous(*zeros, op, "zeros");
+    TORCH_CHECK_VALUE(zeros->device() == qweight.device(), op, ": zeros must be on the weight's device");
+    TORCH_CHECK_VALUE(zeros->sizes() == scales.sizes(), op, ": zeros must have the shape of scales");
+  }
+  return {N, K, groups};
+}
+
+at::Tensor dequantize(const at::Tensor& qweight, const at::Tensor& scales, const std::optional<at::Tensor>& zeros,
+                      int64_t bits, int64_t group_size, at::ScalarType out_type, const Packed& p, const char* op) {
+  at::Tensor out = at::empty({p.N, p.K}, qweight.options().dtype(out_type));
+  kernels::DequantArgs a;
+  a.qweight = qweight.data_ptr<int32_t>();
+  a.scales = scales.data_ptr();
+  a.zeros = zeros ? zeros->data_ptr<uint8_t>() : nullptr;
+  a.out = out.data_ptr();
+  a.N = p.N;
+  a.K = p.K;
+  a.bits = int(bits);
+  a.group_size = group_size;
+  a.scale = gpu_float(scales.scalar_type());
+  a.out_type = gpu_float(out_type);
+  check_launch(kernels::dequant_cuda(a, at::cuda::getCurrentCUDAStream().stream()), op);
+  return out;
+}
+
+at::Tensor qlinear_cuda(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scales,
+                        const std::optional<at::Tensor>& zeros, const std::optional<at::Tensor>& bias, int64_t bits,
+                        int64_t group_size) {
+  constexpr const char* op = "quantcore.qlinear";
+  const c10::cuda::CUDAGuard guard(x.device());
+  TORCH_CHECK_VALUE(x.is_cuda() && x.device() == qweight.device(), op, ": x must be on the weight's CUDA device");
+  check_float(x, op, "x");
+  check_contiguous(x, op, "x");
+  TORCH_CHECK_VALUE(bits == 4 || bits == 8, op, ": bits must be 4 or 8, got ", bits);
+  const Packed p = check_packed(qweight, scales, zeros, bits, group_size, op);
+  TORCH_CHECK_VALUE(group_size % (32 / bits) == 0, op, ": group_size must be a multiple of ", 32 / bits);
+  TORCH_CHECK_VALUE(x.dim() == 2 && x.size(1) == p.K, op, ": x must be [M, ", p.K, "], got ", x.sizes());
+  if (bias) {
+    check_float(*bias, op, "bias");
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == p.N && bias->device() == x.device(), op,
+                      ": bias must be [", p.N, "] on x's device");
+  }
+  const int64_t M = x.size(0);
+  const bool half_act = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
+  if (half_act && M <= kGemvMaxM && kernels::qgemv_supported(int(bits), p.K, group_size)) {
+    at::Tensor y = at::empty({M, p.N}, x.options());
+    at::Tensor b = bias ? bias->to(x.scalar_type()).contiguous() : at::Tensor();
+    kernels::QGemvArgs a;
+    a.x = x.data_ptr();
+    a.qweight = qweight.data_ptr<int32_t>();
+    a.scales = scales.data_ptr();
+    a.zeros = zeros ? zeros->data_ptr<uint8_t>() : nullptr;
+    a.bias = b.defined() ? b.data_ptr() : nullptr;
+    a.y = y.data_ptr();
+    a.M = M;
+    a.N = p.N;
+    a.K = p.K;
+    a.bits = int(bits);
+    a.group_size = group_size;
+    a.act = gpu_float(x.scalar_type());
+    a.scale = gpu_float(scales.scalar_type());
+    check_launch(kernels::qgemv_cuda(a, at::cuda::getCurrentCUDAStream().stream()), op);
+    return y;
+  }
+  at::Tensor w = dequantize(qweight, scales, zeros, bits, group_size, x.scalar_type(), p, op);
+  return bias ? at::linear(x, w, bias->to(x.scalar_type())) : at::linear(x, w);
+}
+
+at::Tensor dequantize_packed_cuda(const at::Tensor& qweight, const at::Tensor& scales,
+                                  const std::optional<at::Tensor>& zeros, int64_t bits, int64_t group_size,
+                                  at::ScalarType dtype) {
+  constexpr const char* op = "quantcore.dequantize_packed";
+  const c10::cuda::CUDAGuard guard(qweight.device());
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16, op,
+                   ": dtype must be float32, float16 or bfloat16");
+  TORCH_CHECK_VALUE(bits == 2 || bits == 4 || bits == 8, op, ": bits must be 2, 4 or 8, got ", bits);
+  const Packed p = check_packed(qweight, scales, zeros, bits, group_size, op);
+  TORCH_CHECK_VALUE(group_size % (32 / bits) == 0, op, ": group_size must be a multiple of ", 32 / bits);
+  return dequantize(qweight, scales, zeros, bits, group_size, dtype, p, op);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(quantcore, CUDA, m) {
+  m.impl("qlinear", &qlinear_cuda);
+  m.impl("dequantize_packed", &dequantize_packed_cuda);
+}
+
+}  // namespace quantcore::bindings
