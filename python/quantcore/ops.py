@@ -111,9 +111,10 @@ def qlinear(
     """``x @ dequantize(qweight)^T + bias`` with dequantization fused into the matmul.
 
     ``x`` is ``[..., K]`` (float32/float16/bfloat16, contiguous); the result has
-    ``x``'s dtype and shape ``[..., N]``. Scales other than float32 are
-    converted on every call: keep a float32 copy for repeated use (``QuantLinear``
-    does).
+    ``x``'s dtype and shape ``[..., N]``. On the CPU, scales other than float32
+    are converted on every call: keep a float32 copy for repeated use
+    (``QuantLinear`` does). On CUDA (fp16/bf16 ``x``) the scales are read in
+    their own dtype.
     """
     _require_tensor(x, "x")
     _require_tensor(qweight, "qweight")

@@ -45,8 +45,10 @@ class QuantLinear(nn.Module):
       and the forward pass divides ``x`` by it first;
     * ``bias`` ``[out]`` (optional).
 
-    ``forward`` runs the fused CPU kernel for 4- and 8-bit weights (dequantize +
-    ``F.linear`` otherwise). The layer keeps a float32 copy of the scales for the
+    ``forward`` runs the fused CPU kernel for 4- and 8-bit weights; on CUDA (a
+    build with ``QUANTCORE_ENABLE_CUDA=ON``, fp16/bf16 activations) the GEMV
+    kernel for up to 8 rows and dequantize + cuBLAS beyond; dequantize +
+    ``F.linear`` otherwise. The layer keeps a float32 copy of the scales for the
     kernel, rebuilt by :meth:`repack` after loading; ``.to(dtype)`` on the model
     converts the bias but never the scales, which would change the weights.
 
