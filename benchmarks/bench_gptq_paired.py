@@ -1,0 +1,78 @@
+"""Per-window paired comparison of RTN and GPTQ on Gemma-3-270M (is a small
+perplexity difference real?).
+
+Run: python benchmarks/bench_gptq_paired.py [--bits 8 --group-size -1] [--json FILE]
+Scores the 72 held-out windows of bench_gptq_quality.py one by one (BOS + 511
+tokens each) for float, RTN, GPTQ with act-order and GPTQ without it (64 x 512
+calibration tokens), and prints each perplexity and the mean per-token NLL
+difference between methods with its paired standard error over windows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import quantcore  # noqa: E402
+from quantcore import eval as qe  # noqa: E402
+
+
+def main() -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bits", type=int, default=8)
+    ap.add_argument("--group-size", type=int, default=-1)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    d = quantcore.assets.gemma3_model_dir()
+    tok = AutoTokenizer.from_pretrained(d)
+    base = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+    ids = qe.token_ids(tok, quantcore.assets.demo_text_file().read_text())
+    half = ids.numel() // 2
+    evaluation, calibration = ids[:half], ids[half:]
+    bos = qe.bos_token_id(tok)
+    calibration_text = tok.decode(calibration)
+    windows = evaluation.numel() // 512
+
+    def nlls(m):
+        out = []
+        with torch.no_grad():
+            for w in range(windows):
+                x = torch.cat([torch.tensor([bos]), evaluation[w * 512: w * 512 + 511]]).unsqueeze(0)
+                logits = m(x).logits[0, :-1].float()
+                out.append(float(torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="sum")))
+        return torch.tensor(out, dtype=torch.float64)
+
+    res = {"float": nlls(base)}
+    m = copy.deepcopy(base)
+    quantcore.quantize_(m, quantcore.RTNConfig(bits=args.bits, group_size=args.group_size), progress=False)
+    res["rtn"] = nlls(m)
+    for name, act_order in [("gptq", True), ("gptq_noact", False)]:
+        m = copy.deepcopy(base)
+        cfg = quantcore.GPTQConfig(bits=args.bits, group_size=args.group_size, act_order=act_order, n_samples=64,
+                                   seq_len=512)
+        quantcore.quantize_(m, cfg, calib=calibration_text, tokenizer=tok, progress=False)
+        res[name] = nlls(m)
+    tokens = windows * 511
+    print(f"W{args.bits} group {args.group_size}: {windows} windows of 511 scored tokens")
+    for k, v in res.items():
+        print(f"{k:11s} perplexity {math.exp(float(v.sum()) / tokens):.4f}")
+    for a, b in [("gptq", "rtn"), ("gptq_noact", "rtn"), ("rtn", "float"), ("gptq", "float")]:
+        diff = (res[a] - res[b]) / 511
+        print(f"{a} - {b}: {float(diff.mean()):+.5f} nats/token, paired SE {float(diff.std() / math.sqrt(windows)):.5f}, "
+              f"worse in {int((diff > 0).sum())}/{windows} windows")
+    if args.json:
+        args.json.write_text(json.dumps({k: v.tolist() for k, v in res.items()}))
+
+
+if __name__ == "__main__":
+    main()
