@@ -34,13 +34,13 @@ from tqdm.auto import tqdm
 
 from ._targets import replace_module
 from .calibration import (
-    _capture_layer_inputs,
-    _Captured,
+    ForwardInputs,
     _first_tensor,
     _module_device,
-    _to_device,
     calibration_windows,
+    compute_device,
     find_decoder_layers,
+    walk_layers,
 )
 from .config import QuantConfig
 from .nn.quant_linear import QuantLinear, is_conv1d, linear_weight
@@ -328,9 +328,7 @@ def awq_quantize_model(
     ``{name: note}`` (fallbacks) and ``{name: where its AWQ scale went}``."""
     windows = calibration_windows(calib, tokenizer, config.n_samples, config.seq_len, config.seed)
     layers_path, layers = find_decoder_layers(model)
-    compute = torch.device(device) if device is not None else _module_device(layers[0])
-    if compute.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but torch.cuda.is_available() is False")
+    compute = compute_device(device, layers)
     replaced: List[Tuple[nn.Module, str, nn.Module]] = []
     edits = _Edits()
     homes = [_module_device(layer) for layer in layers]
@@ -352,14 +350,12 @@ def _collect_stats(block, run_block, n, todo, names, compute):
     statistics (linears fed the same tensor share them), and window 0's output."""
     stats: Dict[int, _InputStats] = {}   # id(module) -> shared stats
     order: List[_InputStats] = []
-    seen: Dict[tuple, int] = {}          # this forward's inputs -> first linear fed them
-    alive: List[torch.Tensor] = []       # those inputs, held so their keys stay unique
+    inputs = ForwardInputs()
 
     def make_hook(mod):
         def hook(_m, args):
             x = args[0]
-            key = (id(x), x.data_ptr(), tuple(x.shape))
-            owner = seen.get(key)
+            owner = inputs.owner(x)
             if id(mod) not in stats:
                 if owner is not None and owner != id(mod):
                     stats[id(mod)] = stats[owner]
@@ -373,8 +369,7 @@ def _collect_stats(block, run_block, n, todo, names, compute):
                 return  # already accumulated for this group
             if not bool(torch.isfinite(x).all()):
                 raise ValueError(f"{names[id(mod)]}: calibration inputs contain NaN or Inf")
-            seen[key] = id(mod)
-            alive.append(x)  # keeps id/data_ptr from being reused by a later tensor
+            inputs.record(x, id(mod))
             stats[id(mod)].add(x)
         return hook
 
@@ -382,8 +377,7 @@ def _collect_stats(block, run_block, n, todo, names, compute):
     reference = None
     try:
         for i in range(n):
-            seen.clear()
-            alive.clear()
+            inputs.clear()
             out = _first_tensor(run_block(i))
             if i == 0:
                 reference = out.detach()
@@ -397,30 +391,16 @@ def _quantize_layers(model, config, targets, windows, layers_path, layers, compu
     wanted = {id(m): n for n, m in targets}
     results, notes, scaling = [], {}, {}
     with torch.no_grad():
-        hidden, layer_args = _capture_layer_inputs(model, layers, windows)
-        hidden = [h.to(compute) for h in hidden]
         bar = tqdm(range(len(layers)), desc="quantcore awq", disable=not progress, unit="layer")
-        for li in bar:
-            block = layers[li]
-            home = _module_device(block)
-            block.to(compute)
-            memo: Dict[int, Any] = {}
-            calls = [_to_device(a, compute, memo) for a in layer_args[li]]
-
-            def run_block(i: int) -> Any:
-                rest, kwargs = calls[i]
-                return block(hidden[i], *rest, **kwargs)
-
+        for li, block, run_block, n_windows in walk_layers(model, layers, windows, compute, bar):
             todo = [(n, m) for n, m in block.named_modules() if id(m) in wanted]
             if todo:
                 prefix = f"{layers_path}.{li}."
-                layer_results = _quantize_block(model, block, todo, prefix, run_block, len(hidden), config,
+                layer_results = _quantize_block(model, block, todo, prefix, run_block, n_windows, config,
                                                 compute, replaced, edits, notes, scaling)
                 results.extend(layer_results)
                 if layer_results:
                     bar.set_postfix(rel_err=f"{max(r[2] for r in layer_results):.4f}")
-            hidden = [_first_tensor(run_block(i)) for i in range(len(hidden))]
-            block.to(home)
     return results, notes, scaling
 
 

@@ -8,7 +8,7 @@ one block at a time on stored inputs).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -16,7 +16,7 @@ from torch import nn
 from .eval import bos_token_id
 from .nn.quant_linear import is_conv1d
 
-__all__ = ["calibration_windows", "find_decoder_layers"]
+__all__ = ["calibration_windows", "find_decoder_layers", "walk_layers", "compute_device", "ForwardInputs"]
 
 
 # ------------------------------------------------------------------ calibration
@@ -203,3 +203,65 @@ def _module_device(module: nn.Module) -> torch.device:
     for t in list(module.parameters()) + list(module.buffers()):
         return t.device
     return torch.device("cpu")
+
+
+def compute_device(device: Any, layers: nn.ModuleList) -> torch.device:
+    """Where each decoder layer is calibrated: ``device``, else where the layers are."""
+    compute = torch.device(device) if device is not None else _module_device(layers[0])
+    if compute.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but torch.cuda.is_available() is False")
+    return compute
+
+
+def walk_layers(model: nn.Module, layers: nn.ModuleList, windows: torch.Tensor, compute: torch.device,
+                bar: Any) -> Iterator[Tuple[int, nn.Module, Callable[[int], Any], int]]:
+    """Sequential calibration: yields ``(index, block, run_block, n_windows)`` for
+    each decoder layer, moved to ``compute``; ``run_block(i)`` runs the block on
+    window i's stored inputs. When the caller resumes, the block (quantized by
+    then) produces the next layer's inputs and goes back to its own device.
+    ``bar`` iterates over the layer indices (a tqdm bar or a range)."""
+    hidden, layer_args = _capture_layer_inputs(model, layers, windows)
+    hidden = [h.to(compute) for h in hidden]
+    for li in bar:
+        block = layers[li]
+        home = _module_device(block)
+        block.to(compute)
+        memo: Dict[int, Any] = {}
+        calls = [_to_device(a, compute, memo) for a in layer_args[li]]
+
+        def run_block(i: int) -> Any:
+            rest, kwargs = calls[i]
+            return block(hidden[i], *rest, **kwargs)
+
+        yield li, block, run_block, len(hidden)
+        hidden = [_first_tensor(run_block(i)) for i in range(len(hidden))]
+        block.to(home)
+
+
+class ForwardInputs:
+    """The distinct tensors fed to a block's linears during one forward pass.
+
+    Linears fed the same tensor (q/k/v, gate/up) share statistics. A tensor is
+    known by (id, address, shape), and every one is held until ``clear()``: a
+    freed input's id and address could otherwise come back for the next
+    linear's input (GPT-2's c_proj then c_fc) and pass for the same tensor."""
+
+    def __init__(self) -> None:
+        self._owner: Dict[tuple, int] = {}
+        self._alive: List[torch.Tensor] = []
+
+    @staticmethod
+    def key(x: torch.Tensor) -> tuple:
+        return (id(x), x.data_ptr(), tuple(x.shape))
+
+    def owner(self, x: torch.Tensor) -> Optional[int]:
+        """id() of the first linear this forward fed x, if any."""
+        return self._owner.get(self.key(x))
+
+    def record(self, x: torch.Tensor, module_id: int) -> None:
+        self._owner[self.key(x)] = module_id
+        self._alive.append(x)
+
+    def clear(self) -> None:
+        self._owner.clear()
+        self._alive.clear()

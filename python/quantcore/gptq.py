@@ -21,13 +21,15 @@ from tqdm.auto import tqdm
 from ._targets import replace_module
 from .config import QuantConfig
 from .calibration import (  # noqa: F401  (re-exported: GPTQ's public helpers)
+    ForwardInputs,
     _capture_layer_inputs,
     _Captured,
     _first_tensor,
     _module_device,
-    _to_device,
     calibration_windows,
+    compute_device,
     find_decoder_layers,
+    walk_layers,
 )
 from .nn.quant_linear import QuantLinear, linear_weight
 
@@ -92,9 +94,7 @@ def gptq_quantize_model(
     """
     windows = calibration_windows(calib, tokenizer, config.n_samples, config.seq_len, config.seed)
     layers_path, layers = find_decoder_layers(model)
-    compute = torch.device(device) if device is not None else _module_device(layers[0])
-    if compute.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but torch.cuda.is_available() is False")
+    compute = compute_device(device, layers)
     replaced: List[Tuple[nn.Module, str, nn.Module]] = []  # (block, name, original), to undo on failure
     homes = [_module_device(layer) for layer in layers]
     try:
@@ -112,20 +112,8 @@ def _quantize_layers(model, config, targets, windows, layers_path, layers, compu
     wanted = {id(m): n for n, m in targets}
     results, notes = [], {}
     with torch.no_grad():
-        hidden, layer_args = _capture_layer_inputs(model, layers, windows)
-        hidden = [h.to(compute) for h in hidden]
         bar = tqdm(range(len(layers)), desc="quantcore gptq", disable=not progress, unit="layer")
-        for li in bar:
-            block = layers[li]
-            home = _module_device(block)
-            block.to(compute)
-            memo: Dict[int, Any] = {}
-            calls = [_to_device(a, compute, memo) for a in layer_args[li]]
-
-            def run_block(i: int) -> Any:
-                rest, kwargs = calls[i]
-                return block(hidden[i], *rest, **kwargs)
-
+        for li, block, run_block, n_windows in walk_layers(model, layers, windows, compute, bar):
             todo = [(n, m) for n, m in block.named_modules() if id(m) in wanted]
             names = {id(m): f"{layers_path}.{li}.{n}" for n, m in todo}
             layer_errs = []
@@ -134,14 +122,13 @@ def _quantize_layers(model, config, targets, windows, layers_path, layers, compu
                 # it is accumulated once, and the sharing defines true-sequential groups.
                 acc: Dict[int, list] = {}     # id(module) -> [H, samples], shared between aliases
                 order: List[int] = []         # modules in the order their input first arrived
-                seen_input: Dict[tuple, int] = {}  # (id, data_ptr, shape) of this forward's inputs
+                inputs = ForwardInputs()
                 first_input: List[Optional[tuple]] = [None]
-                alive: List[torch.Tensor] = []  # this forward's inputs, so their keys stay unique
 
                 def make_hook(mod):
                     def hook(_m, args):
                         x = args[0]
-                        key = (id(x), x.data_ptr(), tuple(x.shape))
+                        key = ForwardInputs.key(x)
                         if config.true_sequential:
                             # Only the group fed first is solved in this pass: once another
                             # input arrives, the rest of the block need not run.
@@ -149,7 +136,7 @@ def _quantize_layers(model, config, targets, windows, layers_path, layers, compu
                                 first_input[0] = key
                             elif key != first_input[0]:
                                 raise _Captured
-                        owner = seen_input.get(key)
+                        owner = inputs.owner(x)
                         if id(mod) not in acc:
                             order.append(id(mod))
                             if owner is not None and owner != id(mod):
@@ -161,17 +148,15 @@ def _quantize_layers(model, config, targets, windows, layers_path, layers, compu
                             return  # this input was already accumulated for the group
                         if not bool(torch.isfinite(x).all()):
                             raise ValueError(f"{names[id(mod)]}: calibration inputs contain NaN or Inf")
-                        seen_input[key] = id(mod)
-                        alive.append(x)  # keeps id/data_ptr from being reused by a later tensor
+                        inputs.record(x, id(mod))
                         h = acc[id(mod)]
                         h[1] = torch.ops.quantcore.gptq_hessian_update(h[0], x.detach().float(), h[1])
                     return hook
 
                 handles = [m.register_forward_pre_hook(make_hook(m)) for _, m in todo]
                 try:
-                    for i in range(len(hidden)):
-                        seen_input.clear()
-                        alive.clear()
+                    for i in range(n_windows):
+                        inputs.clear()
                         first_input[0] = None
                         try:
                             run_block(i)
@@ -203,8 +188,6 @@ def _quantize_layers(model, config, targets, windows, layers_path, layers, compu
                 del acc, hess  # free the Hessians before the next forward pass
                 todo = [(n, m) for n, m in todo if all(m is not mm for _, mm in now) and
                         (config.true_sequential or id(m) in reached)]
-            hidden = [_first_tensor(run_block(i)) for i in range(len(hidden))]
-            block.to(home)
             if layer_errs:
                 bar.set_postfix(rel_err=f"{max(layer_errs):.4f}")
     return results, notes
