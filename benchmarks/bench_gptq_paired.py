@@ -21,26 +21,18 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import _real_model  # noqa: E402  (benchmarks/_real_model.py)
 import quantcore  # noqa: E402
-from quantcore import eval as qe  # noqa: E402
 
 
 def main() -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bits", type=int, default=8)
     ap.add_argument("--group-size", type=int, default=-1)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    d = quantcore.assets.gemma3_model_dir()
-    tok = AutoTokenizer.from_pretrained(d)
-    base = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
-    ids = qe.token_ids(tok, quantcore.assets.demo_text_file().read_text())
-    half = ids.numel() // 2
-    evaluation, calibration = ids[:half], ids[half:]
-    bos = qe.bos_token_id(tok)
-    calibration_text = tok.decode(calibration)
+    rm = _real_model.load("gemma3")
+    base, evaluation, calibration_text, bos, tok = rm.model, rm.evaluation, rm.calibration_text, rm.bos, rm.tokenizer
     windows = evaluation.numel() // 512
 
     def nlls(m):

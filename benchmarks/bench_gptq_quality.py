@@ -18,17 +18,15 @@ import os
 import time
 from pathlib import Path
 
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import _real_model  # noqa: E402  (benchmarks/_real_model.py)
 import quantcore  # noqa: E402
 from quantcore import eval as qe  # noqa: E402
 
 
 def main() -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=["gemma3", "smollm2"], default="gemma3")
     ap.add_argument("--samples", type=int, default=64)
@@ -37,17 +35,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
-    d = quantcore.assets.gemma3_model_dir() if args.model == "gemma3" else quantcore.assets.demo_model_dir()
-    group = 128 if args.model == "gemma3" else 64
-    tok = AutoTokenizer.from_pretrained(d)
-    base = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
-    ids = qe.token_ids(tok, quantcore.assets.demo_text_file().read_text())
-    half = ids.numel() // 2
-    evaluation, calibration = ids[:half], ids[half:]
-
-    bos = qe.bos_token_id(tok)  # Gemma expects its BOS first; SmolLM2's tokenizer adds none
-    calibration_text = tok.decode(calibration)  # GPTQ cuts windows from text, BOS first like real inputs
-
+    rm = _real_model.load(args.model)
+    base, tok, evaluation, calibration_text, bos, group = (
+        rm.model, rm.tokenizer, rm.evaluation, rm.calibration_text, rm.bos, rm.group_size)
     windows = args.eval_windows or evaluation.numel() // args.seq_len
 
     def ppl(m):

@@ -5,38 +5,11 @@
 #include <cuda_runtime.h>
 
 #include "dequant_cuda.h"
+#include "float_types.cuh"
 
 namespace quantcore::kernels {
 
 namespace {
-
-template <typename T>
-__device__ __forceinline__ float load_float(const void* p, int64_t i) {
-  return float(reinterpret_cast<const T*>(p)[i]);
-}
-template <>
-__device__ __forceinline__ float load_float<__half>(const void* p, int64_t i) {
-  return __half2float(reinterpret_cast<const __half*>(p)[i]);
-}
-template <>
-__device__ __forceinline__ float load_float<__nv_bfloat16>(const void* p, int64_t i) {
-  return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(p)[i]);
-}
-
-template <typename T>
-__device__ __forceinline__ void store(void* p, int64_t i, float v);
-template <>
-__device__ __forceinline__ void store<__half>(void* p, int64_t i, float v) {
-  reinterpret_cast<__half*>(p)[i] = __float2half_rn(v);
-}
-template <>
-__device__ __forceinline__ void store<__nv_bfloat16>(void* p, int64_t i, float v) {
-  reinterpret_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
-}
-template <>
-__device__ __forceinline__ void store<float>(void* p, int64_t i, float v) {
-  reinterpret_cast<float*>(p)[i] = v;
-}
 
 // One thread per 32-bit word: its 32 / bits codes share one group (the group
 // size is a multiple of 32 / bits), so one scale and zero load each.
@@ -48,13 +21,13 @@ __global__ void dequant_kernel(DequantArgs a) {
   if (word >= a.N * words_per_row) return;
   const int64_t row = word / words_per_row, col0 = (word % words_per_row) * kCodes;
   const int64_t g = row * (a.K / a.group_size) + col0 / a.group_size;
-  const float s = load_float<ScaleT>(a.scales, g);
+  const float s = to_float<ScaleT>(reinterpret_cast<const ScaleT*>(a.scales)[g]);
   const float z = a.zeros ? float(a.zeros[g]) : float(1 << (BITS - 1));
   const uint32_t q = uint32_t(__ldg(a.qweight + word));
   OutT v[kCodes];
 #pragma unroll
   for (int j = 0; j < kCodes; ++j) {
-    store<OutT>(v, j, (float((q >> (BITS * j)) & ((1u << BITS) - 1u)) - z) * s);
+    v[j] = from_float<OutT>((float((q >> (BITS * j)) & ((1u << BITS) - 1u)) - z) * s);
   }
   // The word's outputs are consecutive and aligned to their size (K is a
   // multiple of 32 / bits): store them as 8- or 16-byte vectors.
