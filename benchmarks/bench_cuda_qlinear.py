@@ -3,8 +3,9 @@
 Run on a GPU with a QUANTCORE_ENABLE_CUDA=ON build:
     python benchmarks/bench_cuda_qlinear.py [--json out.json]
 For each N x K and M: cuBLAS bf16 ``x @ W.T``, ``torch._weight_int4pack_mm``
-(tinygemm, W4 g128) and quantcore's ``qlinear`` (W4 g128 symmetric, fp16
-scales; W8 per-channel at M = 1), all with bf16 activations. Every weight set
+(tinygemm, W4 g128), quantcore's ``qlinear`` (GEMV up to M = 8, else dequantize +
+cuBLAS; W4 g128 symmetric, fp16 scales; W8 per-channel at M = 1) and quantcore's
+tensor-core GEMM ``qgemm_tc`` (same weights, repacked), all with bf16 activations. Every weight set
 is replicated until the copies exceed 4x the L2 cache and the copies are used
 in turn, so weights stream from HBM. Times are CUDA-event medians over runs of
 20 back-to-back calls (so Python's dispatch overhead does not count). The copy
@@ -21,9 +22,10 @@ from pathlib import Path
 import torch
 
 import quantcore
+from quantcore.nn.tc_layout import to_tc_layout
 
 SHAPES = [(28672, 8192), (8192, 8192), (14336, 4096), (4096, 14336)]
-BATCHES = [1, 16, 64, 256]
+BATCHES = [1, 4, 16, 64, 256]
 
 
 def timed(fn, samples: int = 15, reps: int = 20) -> float:
@@ -71,6 +73,7 @@ def main() -> None:
         w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
         codes, scales, _ = quantcore.ops.rtn_quantize(w.float().cpu(), bits=4, group_size=128)
         q4 = (quantcore.ops.pack(codes, 4, 32).cuda(), scales.cuda())
+        tc = to_tc_layout(q4[0], q4[1], None)[:2]
         codes8, scales8, _ = quantcore.ops.rtn_quantize(w.float().cpu(), bits=8, group_size=-1)
         q8 = (quantcore.ops.pack(codes8, 8, 32).cuda(), scales8.cuda())
         # torch's tinygemm layout (its int4 op; asymmetric scale+zero per group).
@@ -87,6 +90,7 @@ def main() -> None:
         sets = {
             "bf16": [w] + [w.clone() for _ in range(copies_for(bf16_bytes) - 1)],
             "w4": [q4] + [tuple(t.clone() for t in q4) for _ in range(copies_for(w4_bytes) - 1)],
+            "tc": [tc] + [tuple(t.clone() for t in tc) for _ in range(copies_for(w4_bytes) - 1)],
             "w8": [q8] + [tuple(t.clone() for t in q8) for _ in range(copies_for(w8_bytes) - 1)],
             "tiny": [tiny] + [tuple(t.clone() for t in tiny) for _ in range(copies_for(w4_bytes) - 1)],
         }
@@ -97,10 +101,16 @@ def main() -> None:
             w4s = sets["w4"]
             t_w4 = timed(lambda i: torch.ops.quantcore.qlinear(x, w4s[i % len(w4s)][0], w4s[i % len(w4s)][1],
                                                               None, None, 4, 128))
+            tcs = sets["tc"]
+            t_tc = timed(lambda i: torch.ops.quantcore.qgemm_tc(x, tcs[i % len(tcs)][0], tcs[i % len(tcs)][1],
+                                                               None, None))
             ts = sets["tiny"]
             t_tiny = timed(lambda i: torch._weight_int4pack_mm(x, ts[i % len(ts)][0], 128, ts[i % len(ts)][1]))
-            row = {"N": n, "K": k, "M": m, "bf16_ms": t_bf16, "w4_ms": t_w4, "torch_int4_ms": t_tiny,
-                   "w4_vs_bf16": t_bf16 / t_w4, "w4_vs_torch_int4": t_tiny / t_w4}
+            # w4: the faster of the GEMV/dequantize path (qlinear) and the tensor-core GEMM.
+            row = {"N": n, "K": k, "M": m, "bf16_ms": t_bf16, "w4_qlinear_ms": t_w4, "w4_tc_ms": t_tc,
+                   "torch_int4_ms": t_tiny}
+            t_w4 = min(t_w4, t_tc)
+            row.update(w4_ms=t_w4, w4_vs_bf16=t_bf16 / t_w4, w4_vs_torch_int4=t_tiny / t_w4)
             if m == 1:
                 w8s = sets["w8"]
                 t_w8 = timed(lambda i: torch.ops.quantcore.qlinear(x, w8s[i % len(w8s)][0], w8s[i % len(w8s)][1],
@@ -112,6 +122,7 @@ def main() -> None:
                      f"{row['bf16_gbs']:.0f} W4 {row['w4_gbs']:.0f} ({row['w4_gbs'] / copy_gbs:.0%} of copy) "
                      f"W8 {row['w8_gbs']:.0f}" if m == 1 else "")
             print(f"{n:6d} x {k:6d} M={m:4d} | bf16 {t_bf16 * 1e3:7.1f} us | W4 {t_w4 * 1e3:7.1f} us "
+                  f"[qlinear {row['w4_qlinear_ms'] * 1e3:.1f}, tc {t_tc * 1e3:.1f}] "
                   f"({row['w4_vs_bf16']:.2f}x bf16, {row['w4_vs_torch_int4']:.2f}x torch int4 "
                   f"{t_tiny * 1e3:.1f} us){extra}", flush=True)
         del sets

@@ -1,7 +1,7 @@
 """Per-window paired comparison of RTN and GPTQ on Gemma-3-270M (is a small
 perplexity difference real?).
 
-Run: python benchmarks/bench_gptq_paired.py [--bits 8 --group-size -1] [--json FILE]
+Run: python benchmarks/bench_gptq_paired.py [--bits 8 --group-size -1] [--no-guard] [--json FILE]
 Scores the 72 held-out windows of bench_gptq_quality.py one by one (BOS + 511
 tokens each) for float, RTN, GPTQ with act-order and GPTQ without it (64 x 512
 calibration tokens), and prints each perplexity and the mean per-token NLL
@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--bits", type=int, default=8)
     ap.add_argument("--group-size", type=int, default=-1)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--no-guard", action="store_true", help="GPTQConfig(rtn_guard=False): GPTQ on every layer")
     args = ap.parse_args()
     rm = _real_model.load("gemma3")
     base, evaluation, calibration_text, bos, tok = rm.model, rm.evaluation, rm.calibration_text, rm.bos, rm.tokenizer
@@ -51,8 +52,10 @@ def main() -> None:
     for name, act_order in [("gptq", True), ("gptq_noact", False)]:
         m = copy.deepcopy(base)
         cfg = quantcore.GPTQConfig(bits=args.bits, group_size=args.group_size, act_order=act_order, n_samples=64,
-                                   seq_len=512)
-        quantcore.quantize_(m, cfg, calib=calibration_text, tokenizer=tok, progress=False)
+                                   seq_len=512, rtn_guard=not args.no_guard)
+        report = quantcore.quantize_(m, cfg, calib=calibration_text, tokenizer=tok, progress=False)
+        kept = sum("kept RTN" in note for note in report.notes.values())
+        print(f"{name}: {kept} of {len(report.layers)} layers kept RTN codes (held-out guard)", flush=True)
         res[name] = nlls(m)
     tokens = windows * 511
     print(f"W{args.bits} group {args.group_size}: {windows} windows of 511 scored tokens")
@@ -63,7 +66,7 @@ def main() -> None:
         print(f"{a} - {b}: {float(diff.mean()):+.5f} nats/token, paired SE {float(diff.std() / math.sqrt(windows)):.5f}, "
               f"worse in {int((diff > 0).sum())}/{windows} windows")
     if args.json:
-        args.json.write_text(json.dumps({k: v.tolist() for k, v in res.items()}))
+        args.json.write_text(json.dumps({k: v.tolist() for k, v in res.items()}) + "\n")
 
 
 if __name__ == "__main__":

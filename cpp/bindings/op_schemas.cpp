@@ -44,4 +44,8 @@ TORCH_LIBRARY(quantcore, m) {
   m.def(
       "qlinear(Tensor x, Tensor qweight, Tensor scales, Tensor? zeros, Tensor? bias, int bits, "
       "int group_size) -> Tensor");
+  // y = x @ dequant(W)^T + bias for 4-bit weights in the tensor-core layout
+  // (codes int32 [N/32, 4K], scales [K/group, N], zeros uint8 likewise;
+  // cpp/kernels/cuda/qgemm_tc_cuda.h). CUDA only.
+  m.def("qgemm_tc(Tensor x, Tensor codes, Tensor scales, Tensor? zeros, Tensor? bias) -> Tensor");
 }

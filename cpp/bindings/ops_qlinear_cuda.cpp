@@ -10,6 +10,7 @@
 
 #include "cuda/dequant_cuda.h"
 #include "cuda/gptq_block_cuda.h"
+#include "cuda/qgemm_tc_cuda.h"
 #include "cuda/qgemv_cuda.h"
 #include "tensor_checks.h"
 
@@ -131,9 +132,76 @@ at::Tensor dequantize_packed_cuda(const at::Tensor& qweight, const at::Tensor& s
   return dequantize(qweight, scales, zeros, bits, group_size, dtype, p, op);
 }
 
+at::Tensor qgemm_tc_cuda(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales,
+                         const std::optional<at::Tensor>& zeros, const std::optional<at::Tensor>& bias) {
+  constexpr const char* op = "quantcore.qgemm_tc";
+  TORCH_CHECK_VALUE(x.is_cuda() && codes.device() == x.device() && scales.device() == x.device(), op,
+                    ": x, codes and scales must be on one CUDA device");
+  const c10::cuda::CUDAGuard guard(x.device());
+  TORCH_CHECK_TYPE(x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16, op,
+                   ": x must be float16 or bfloat16, got ", x.scalar_type());
+  check_dtype(codes, at::kInt, op, "codes");
+  check_float(scales, op, "scales");
+  check_contiguous(codes, op, "codes");
+  check_contiguous(scales, op, "scales");
+  TORCH_CHECK_VALUE(codes.dim() == 2 && codes.size(1) % 4 == 0, op, ": codes must be [N/32, 4K], got ",
+                    codes.sizes());
+  const int64_t N = codes.size(0) * 32, K = codes.size(1) / 4;
+  TORCH_CHECK_VALUE(scales.dim() == 2 && scales.size(0) > 0 && scales.size(1) == N, op, ": scales must be [groups, ",
+                    N, "], got ", scales.sizes());
+  const int64_t groups = scales.size(0);
+  TORCH_CHECK_VALUE(K % groups == 0, op, ": ", groups, " groups do not divide K=", K);
+  const int64_t group_size = K / groups;
+  TORCH_CHECK_VALUE(kernels::qgemm_tc_supported(N, K, group_size), op, ": unsupported sizes N=", N, " K=", K,
+                    " group_size=", group_size, " (K must be a multiple of 64, the group a multiple of 32)");
+  TORCH_CHECK_VALUE(x.dim() == 2 && x.size(1) == K, op, ": x must be [M, ", K, "], got ", x.sizes());
+  if (zeros) {
+    check_dtype(*zeros, at::kByte, op, "zeros");
+    check_contiguous(*zeros, op, "zeros");
+    TORCH_CHECK_VALUE(zeros->sizes() == scales.sizes() && zeros->device() == x.device(), op,
+                      ": zeros must have the shape and device of scales");
+  }
+  at::Tensor b;
+  if (bias) {
+    check_float(*bias, op, "bias");
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == N && bias->device() == x.device(), op,
+                      ": bias must be [", N, "] on x's device");
+    b = bias->to(x.scalar_type()).contiguous();
+  }
+  // cp.async reads x in 16-byte pieces.
+  at::Tensor xc = x.is_contiguous() && reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0 ? x : x.contiguous().clone();
+  const int64_t M = x.size(0);
+  at::Tensor y = at::empty({M, N}, x.options());
+  if (M == 0) return y;
+  kernels::QGemmTcArgs a;
+  a.x = xc.data_ptr();
+  a.codes = codes.data_ptr<int32_t>();
+  a.scales = scales.data_ptr();
+  a.zeros = zeros ? zeros->data_ptr<uint8_t>() : nullptr;
+  a.bias = b.defined() ? b.data_ptr() : nullptr;
+  a.y = y.data_ptr();
+  a.M = M;
+  a.N = N;
+  a.K = K;
+  a.group_size = group_size;
+  a.act = gpu_float(x.scalar_type());
+  a.scale = gpu_float(scales.scalar_type());
+  kernels::qgemm_tc_plan(a);
+  at::Tensor workspace, counters;
+  if (const int64_t w = kernels::qgemm_tc_workspace(a); w > 0) {
+    workspace = at::empty({w}, x.options().dtype(at::kFloat));
+    counters = at::zeros({kernels::qgemm_tc_counters(a)}, x.options().dtype(at::kInt));
+    a.workspace = workspace.data_ptr<float>();
+    a.counters = counters.data_ptr<int32_t>();
+  }
+  check_launch(kernels::qgemm_tc_cuda(a, at::cuda::getCurrentCUDAStream().stream()), op);
+  return y;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(quantcore, CUDA, m) {
+  m.impl("qgemm_tc", &qgemm_tc_cuda);
   m.impl("qlinear", &qlinear_cuda);
   m.impl("dequantize_packed", &dequantize_packed_cuda);
 }

@@ -90,3 +90,11 @@ def _awq_search_clip_fake(weight, hessian, bits, group_size, symmetric, n_grid, 
 @torch.library.register_fake("quantcore::dequantize_packed")
 def _dequantize_packed_fake(qweight, scales, zeros, bits, group_size, dtype):
     return qweight.new_empty((qweight.shape[0], qweight.shape[1] * 32 // bits), dtype=dtype)
+
+
+@torch.library.register_fake("quantcore::qgemm_tc")
+def _qgemm_tc_fake(x, codes, scales, zeros, bias):
+    _check(codes.dim() == 2 and scales.dim() == 2, "quantcore.qgemm_tc: codes and scales must be 2-D")
+    n, k = codes.shape[0] * 32, codes.shape[1] // 4
+    _check(x.dim() == 2 and x.shape[1] == k, f"quantcore.qgemm_tc: x must be [M, {k}]")
+    return x.new_empty((x.shape[0], n))

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._targets import replace_module
-from .config import QuantConfig
+from .config import QuantConfig, RTNConfig
 from .calibration import (  # noqa: F401  (re-exported: GPTQ's public helpers)
     ForwardInputs,
     _capture_layer_inputs,
@@ -51,6 +51,13 @@ class GPTQConfig(QuantConfig):
         mse_clip: MSE shrink search for each group grid.
         true_sequential: quantize the linears of a layer in forward order, each
             against inputs produced by the already-quantized ones.
+        rtn_guard: hold out the last ``holdout_fraction`` of the calibration
+            windows; GPTQ solves on the rest, and a linear keeps round-to-nearest
+            codes where those give the lower output error on the held-out
+            windows (noted in the report). At 8 bits GPTQ's compensation can
+            fit the calibration text at the expense of unseen text; this keeps
+            GPTQ from ending up worse than RTN. Off when fewer than one window
+            would be held out.
         n_samples, seq_len, seed: calibration windows drawn from the given text.
     """
 
@@ -62,6 +69,8 @@ class GPTQConfig(QuantConfig):
     block_size: int = 128
     mse_clip: bool = False
     true_sequential: bool = True
+    rtn_guard: bool = True
+    holdout_fraction: float = 0.125
     n_samples: int = 128
     seq_len: int = 2048
     seed: int = 0
@@ -72,6 +81,8 @@ class GPTQConfig(QuantConfig):
             raise ValueError(f"percdamp must be in [0, 10), got {self.percdamp}")
         if self.block_size < 1 or self.n_samples < 1 or self.seq_len < 2:
             raise ValueError("block_size and n_samples must be >= 1 and seq_len >= 2")
+        if not 0 < self.holdout_fraction < 1:
+            raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
 
 
 # ----------------------------------------------------------------------- driver
@@ -84,9 +95,11 @@ def gptq_quantize_model(
     tokenizer: Any,
     progress: bool,
     device: Optional[Union[str, torch.device]] = None,
-) -> Tuple[List[Tuple[str, QuantLinear, float, float]], Dict[str, str]]:
-    """Quantizes ``targets`` layer by layer. Returns ``[(name, layer, rel_err, seconds)]``
-    and ``{name: note}`` for layers whose Hessian needed extra damping or a fallback.
+) -> Tuple[List[Tuple[str, QuantLinear, float, float]], Dict[str, str], Dict[str, Tuple[float, float]]]:
+    """Quantizes ``targets`` layer by layer. Returns ``[(name, layer, rel_err, seconds)]``,
+    ``{name: note}`` for layers whose Hessian needed extra damping or a fallback or
+    that kept RTN, and ``{name: (gptq, rtn)}``: relative output errors on the
+    held-out windows (``rtn_guard``).
 
     ``device``: where each decoder layer is calibrated and solved (default: where
     the layers are). Only the current layer and the calibration activations
@@ -110,17 +123,23 @@ def gptq_quantize_model(
 
 def _quantize_layers(model, config, targets, windows, layers_path, layers, compute, progress, replaced):
     wanted = {id(m): n for n, m in targets}
-    results, notes = [], {}
+    results, notes, holdout = [], {}, {}
     with torch.no_grad():
         bar = tqdm(range(len(layers)), desc="quantcore gptq", disable=not progress, unit="layer")
         for li, block, run_block, n_windows in walk_layers(model, layers, windows, compute, bar):
             todo = [(n, m) for n, m in block.named_modules() if id(m) in wanted]
             names = {id(m): f"{layers_path}.{li}.{n}" for n, m in todo}
             layer_errs = []
+            # rtn_guard: the last `held` windows only score GPTQ against RTN.
+            held = int(n_windows * config.holdout_fraction) if config.rtn_guard else 0
+            if li == 0 and config.rtn_guard and not held:
+                notes["rtn_guard"] = (f"off: {n_windows} calibration windows leave none to hold out "
+                                      f"at holdout_fraction={config.holdout_fraction}")
+            window = [0]
             while todo:
                 # Linears fed the same tensor (q/k/v, gate/up) share one Hessian:
                 # it is accumulated once, and the sharing defines true-sequential groups.
-                acc: Dict[int, list] = {}     # id(module) -> [H, samples], shared between aliases
+                acc: Dict[int, list] = {}     # id(module) -> [H, n, H_held, n_held], shared between aliases
                 order: List[int] = []         # modules in the order their input first arrived
                 inputs = ForwardInputs()
                 first_input: List[Optional[tuple]] = [None]
@@ -143,19 +162,22 @@ def _quantize_layers(model, config, targets, windows, layers_path, layers, compu
                                 acc[id(mod)] = acc[owner]  # same input as an earlier linear
                                 return
                             cols = linear_weight(mod).shape[1]
-                            acc[id(mod)] = [torch.zeros(cols, cols, device=compute), 0]
+                            acc[id(mod)] = [torch.zeros(cols, cols, device=compute), 0,
+                                            torch.zeros(cols, cols, device=compute) if held else None, 0]
                         elif owner is not None and acc[owner] is acc[id(mod)] and owner != id(mod):
                             return  # this input was already accumulated for the group
                         if not bool(torch.isfinite(x).all()):
                             raise ValueError(f"{names[id(mod)]}: calibration inputs contain NaN or Inf")
                         inputs.record(x, id(mod))
                         h = acc[id(mod)]
-                        h[1] = torch.ops.quantcore.gptq_hessian_update(h[0], x.detach().float(), h[1])
+                        j = 2 if window[0] >= n_windows - held else 0
+                        h[j + 1] = torch.ops.quantcore.gptq_hessian_update(h[j], x.detach().float(), h[j + 1])
                     return hook
 
                 handles = [m.register_forward_pre_hook(make_hook(m)) for _, m in todo]
                 try:
                     for i in range(n_windows):
+                        window[0] = i
                         inputs.clear()
                         first_input[0] = None
                         try:
@@ -173,28 +195,42 @@ def _quantize_layers(model, config, targets, windows, layers_path, layers, compu
                     now = [(n, m) for n, m in todo if acc.get(id(m)) is first]
                 else:
                     now = [(n, m) for n, m in todo if id(m) in acc]
-                hess = {k: v[0] for k, v in acc.items()}
                 for n, m in now:
                     t0 = time.perf_counter()
-                    qlayer, rel, note = _solve_one(m, hess[id(m)], config)
+                    qlayer, rel, note, held_errs = _solve_one(m, acc[id(m)][0], config, acc[id(m)][2])
                     replace_module(block, n, qlayer)
                     replaced.append((block, n, m))
                     full = names[id(m)]
                     if note:
                         notes[full] = note
+                    if held_errs is not None:
+                        holdout[full] = held_errs
                     results.append((full, qlayer, rel, time.perf_counter() - t0))
                     layer_errs.append(rel)
                 reached = set(acc)
-                del acc, hess  # free the Hessians before the next forward pass
+                del acc  # free the Hessians before the next forward pass
                 todo = [(n, m) for n, m in todo if all(m is not mm for _, mm in now) and
                         (config.true_sequential or id(m) in reached)]
             if layer_errs:
                 bar.set_postfix(rel_err=f"{max(layer_errs):.4f}")
-    return results, notes
+    return results, notes, holdout
 
 
-def _solve_one(module: nn.Module, hessian: torch.Tensor, config: GPTQConfig) -> Tuple[QuantLinear, float, str]:
-    """Solves one linear on the device its weight and Hessian are on."""
+def _output_error(deq: torch.Tensor, weight: torch.Tensor, hessian: torch.Tensor) -> Tuple[float, float]:
+    """tr(D H D^T) and tr(W H W^T) for D = deq - W: the squared output error on the
+    inputs H was accumulated from, and the squared output itself."""
+    diff = deq - weight
+    return (float(torch.einsum("ij,jk,ik->", diff, hessian, diff)),
+            float(torch.einsum("ij,jk,ik->", weight, hessian, weight)))
+
+
+def _solve_one(module: nn.Module, hessian: torch.Tensor, config: GPTQConfig,
+               held_hessian: Optional[torch.Tensor] = None) -> Tuple[QuantLinear, float, str, Optional[Tuple[float, float]]]:
+    """Solves one linear on the device its weight and Hessian are on. With
+    ``held_hessian`` (statistics of windows the solve did not see), the result
+    is checked against round-to-nearest there and RTN is kept when it is better.
+    Returns the layer, its relative output error on the calibration inputs, a
+    note, and the relative output errors of GPTQ and RTN on the held-out inputs."""
     weight = linear_weight(module).detach().float().contiguous()
     gs = config.group_size if config.group_size > 0 else -1
     codes, scales, zeros, g_idx, info = torch.ops.quantcore.gptq_quantize(
@@ -204,13 +240,25 @@ def _solve_one(module: nn.Module, hessian: torch.Tensor, config: GPTQConfig) -> 
     layer = QuantLinear.from_codes(codes.cpu(), scales.cpu(), None if config.sym else zeros.cpu(), bias,
                                    bits=config.bits, group_size=gs, dtype=linear_weight(module).dtype,
                                    g_idx=g_idx.cpu()).to(weight.device)
-    diff = layer.dequantize(torch.float32) - weight
-    # Relative output error on the calibration inputs, from H: tr(D H D^T) / tr(W H W^T).
-    num = float(torch.einsum("ij,jk,ik->", diff, hessian, diff))
-    den = float(torch.einsum("ij,jk,ik->", weight, hessian, weight))
-    rel = (num / den) ** 0.5 if den > 0 else 0.0
     damp, fallback = float(info[0]), int(info[1])
     note = {0: "", 1: "Hessian not positive definite: diagonal floor", 2: "Hessian unusable: RTN"}[fallback]
     if not note and damp > config.percdamp + 1e-9:
         note = f"needed damping {damp:.2f}"
-    return layer, rel, note
+    held = None
+    if held_hessian is not None and fallback != 2:
+        rtn = QuantLinear.from_linear(module, RTNConfig(
+            bits=config.bits, group_size=gs, sym=config.sym, mse_clip=config.mse_clip,
+            scale_dtype=config.scale_dtype)).to(weight.device)
+        gptq_err, scale = _output_error(layer.dequantize(torch.float32), weight, held_hessian)
+        rtn_err, _ = _output_error(rtn.dequantize(torch.float32), weight, held_hessian)
+        ratio = (gptq_err / scale) ** 0.5 if scale > 0 else 0.0
+        rtn_ratio = (rtn_err / scale) ** 0.5 if scale > 0 else 0.0
+        held = (ratio, rtn_ratio)
+        if rtn_err <= gptq_err:
+            layer = rtn
+            note = "; ".join(filter(None, [note, f"kept RTN: held-out output error {rtn_ratio:.3g} "
+                                                 f"vs GPTQ {ratio:.3g}"]))
+    # Relative output error on the calibration inputs, from H: tr(D H D^T) / tr(W H W^T).
+    num, den = _output_error(layer.dequantize(torch.float32), weight, hessian)
+    rel = (num / den) ** 0.5 if den > 0 else 0.0
+    return layer, rel, note, held

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -44,6 +44,8 @@ class QuantizationReport:
     seconds: float = 0.0
     notes: Dict[str, str] = field(default_factory=dict)  # layers whose solver needed a fallback
     scaling: Dict[str, str] = field(default_factory=dict)  # AWQ: where each layer's input scale went
+    # GPTQ rtn_guard: {layer: (GPTQ, RTN)} relative output errors on held-out calibration windows
+    holdout_errors: Dict[str, Tuple[float, float]] = field(default_factory=dict)
 
     @property
     def bytes_before(self) -> int:
@@ -69,7 +71,7 @@ class QuantizationReport:
             "method": self.method, "config": self.config, "seconds": self.seconds,
             "model_bytes_before": self.model_bytes_before, "model_bytes_after": self.model_bytes_after,
             "bits_per_weight": self.bits_per_weight, "skipped": self.skipped, "notes": self.notes,
-            "scaling": self.scaling,
+            "scaling": self.scaling, "holdout_errors": self.holdout_errors,
             "layers": [vars(layer) for layer in self.layers],
         }
 
@@ -96,8 +98,14 @@ class QuantizationReport:
             kept = [n for n, where in self.scaling.items() if "input_scale" in where]
             lines.append(f"  AWQ scales   {len(self.scaling) - len(kept)} layers folded into the op before, "
                          f"{len(kept)} kept as input_scale" + (f" ({', '.join(kept[:2])}...)" if kept else ""))
+        kept_rtn = sum("kept RTN" in note for note in self.notes.values())
+        if kept_rtn:
+            lines.append(f"  RTN guard    {kept_rtn} of {len(self.layers)} layers kept round-to-nearest codes "
+                         "(lower error on held-out calibration windows)")
         for name, note in list(self.notes.items())[:5]:
             lines.append(f"  note: {name}: {note}")
+        if len(self.notes) > 5:
+            lines.append(f"  ... {len(self.notes) - 5} more notes in report.notes")
         return "\n".join(lines)
 
 
@@ -199,7 +207,7 @@ def quantize_(
         if isinstance(config, AWQConfig):
             results, notes, report.scaling = awq_quantize_model(*args, device=method_inputs.get("device"))
         else:
-            results, notes = gptq_quantize_model(*args, device=method_inputs.get("device"))
+            results, notes, report.holdout_errors = gptq_quantize_model(*args, device=method_inputs.get("device"))
         by_name = {}
         for full, qlayer, rel, secs in results:
             by_name[full] = qlayer

@@ -110,3 +110,93 @@ def test_torch_compile_of_a_quantized_model_on_cuda():
         compiled = torch.compile(model)(ids).logits
     torch.testing.assert_close(compiled, eager, rtol=2e-2, atol=2e-2)
     assert any(isinstance(m, QuantLinear) for m in model.modules())
+
+
+# ------------------------------------------------- tensor-core GEMM (qgemm_tc)
+
+def tc_operands(n, k, group, sym, scale_dtype, seed=0):
+    from quantcore.nn.tc_layout import to_tc_layout
+
+    qweight, scales, zeros = packed(n, k, 4, group, sym, scale_dtype, seed=seed)
+    return (qweight, scales, zeros), to_tc_layout(qweight, scales, zeros)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("group,sym", [(32, True), (64, False), (128, True), (128, False), (-1, True), (-1, False)])
+@pytest.mark.parametrize("m", [1, 3, 16, 17, 33, 64, 65, 130])
+def test_qgemm_tc_matches_the_reference(dtype, group, sym, m):
+    n, k = 160, 1024  # N not a multiple of the CTA's 128 outputs; 16 chunks of K (split-K)
+    gs = k if group == -1 else group
+    canon, tc = tc_operands(n, k, gs, sym, torch.float16, seed=m)
+    x = torch.randn(m, k, dtype=dtype, device="cuda")
+    bias = torch.randn(n, dtype=dtype, device="cuda")
+    y = torch.ops.quantcore.qgemm_tc(x, *tc, bias)
+    assert y.dtype == dtype and y.shape == (m, n)
+    check(y, reference(x, *canon, bias, 4, gs), dtype)
+
+
+@pytest.mark.parametrize("scale_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("k", [64, 4160])
+def test_qgemm_tc_reads_every_scale_dtype_and_short_or_long_k(scale_dtype, k):
+    canon, tc = tc_operands(64, k, 64, False, scale_dtype)
+    x = torch.randn(5, k, dtype=torch.bfloat16, device="cuda")
+    check(torch.ops.quantcore.qgemm_tc(x, *tc, None), reference(x, *canon, None, 4, 64), torch.bfloat16)
+
+
+def test_qgemm_tc_is_deterministic_and_reads_unaligned_views():
+    canon, tc = tc_operands(4096, 4096, 128, True, torch.float16)
+    x = torch.randn(7, 4096 + 1, dtype=torch.float16, device="cuda")[:, 1:]  # not 16-byte aligned
+    y1 = torch.ops.quantcore.qgemm_tc(x, *tc, None)
+    y2 = torch.ops.quantcore.qgemm_tc(x.contiguous(), *tc, None)
+    assert torch.equal(y1, y2)
+    check(y1, reference(x, *canon, None, 4, 128), torch.float16)
+
+
+def test_qgemm_tc_refuses_bad_inputs():
+    _, (codes, scales, zeros) = tc_operands(64, 128, 32, True, torch.float16)
+    x = torch.randn(2, 128, dtype=torch.float16, device="cuda")
+    with pytest.raises(TypeError, match="float16 or bfloat16"):
+        torch.ops.quantcore.qgemm_tc(x.float(), codes, scales, None, None)
+    with pytest.raises(ValueError, match=r"x must be \[M, 128\]"):
+        torch.ops.quantcore.qgemm_tc(x[:, :64].contiguous(), codes, scales, None, None)
+    with pytest.raises(ValueError, match="scales must be"):
+        torch.ops.quantcore.qgemm_tc(x, codes, scales[:, :1].contiguous(), None, None)
+    with pytest.raises(ValueError, match="zeros"):
+        torch.ops.quantcore.qgemm_tc(x, codes, scales, torch.zeros(3, dtype=torch.uint8, device="cuda"), None)
+    with pytest.raises(ValueError, match="same CUDA device|one CUDA device"):
+        torch.ops.quantcore.qgemm_tc(x.cpu(), codes, scales, None, None)
+    with pytest.raises(ValueError, match="bias"):
+        torch.ops.quantcore.qgemm_tc(x, codes, scales, None, torch.zeros(3, dtype=torch.float16, device="cuda"))
+
+
+def test_qgemm_tc_opcheck():
+    _, tc = tc_operands(64, 128, 32, False, torch.float16)
+    x = torch.randn(3, 128, dtype=torch.bfloat16, device="cuda")
+    torch.library.opcheck(torch.ops.quantcore.qgemm_tc.default, (x, *tc, None))
+
+
+@pytest.mark.parametrize("sym", [True, False])
+def test_quant_linear_builds_the_tc_layout_on_cuda_and_uses_it_for_mid_batches(sym, monkeypatch):
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(512, 192)
+    q = quantcore.QuantLinear.from_linear(lin, RTNConfig(bits=4, group_size=128, sym=sym))
+    assert q._tc_codes is None
+    w_ref, b_ref = q.dequantize(torch.float64), q.bias.double()
+    q = q.cuda()
+    assert q._tc_codes is not None and q._tc_codes.is_cuda and q._tc_scales.dtype == q.scales.dtype
+    assert not any(k.startswith("_tc") for k in q.state_dict())
+    calls = []
+    original = torch.ops.quantcore.qgemm_tc
+
+    def spy(*args):
+        calls.append(args[0].shape[0])
+        return original(*args)
+
+    monkeypatch.setattr(torch.ops.quantcore, "qgemm_tc", spy)
+    for m in (1, 3, 16, 100, 300):
+        x = torch.randn(m, 512, device="cuda", dtype=torch.bfloat16)
+        expected = torch.nn.functional.linear(x.double().cpu(), w_ref, b_ref)
+        check(q(x), expected, torch.bfloat16)
+    assert calls == [3, 16, 100]
+    q = q.half().cpu()
+    assert q._tc_codes is None and q.scales.dtype == torch.float16

@@ -10,11 +10,15 @@ from torch import nn
 
 from .. import _C, ops
 from ..config import QuantConfig
+from .tc_layout import tc_layout_supported, to_tc_layout
 
 __all__ = ["QuantLinear", "is_conv1d", "linear_weight"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _CUDA_KERNELS = bool(_C.cuda_kernels)  # built with QUANTCORE_ENABLE_CUDA
+# Batches (rows of x) served by the tensor-core GEMM on CUDA; below it the GEMV
+# is faster, above it dequantize + cuBLAS (benchmarks/RESULTS.md, issue 5).
+_TC_MIN_M, _TC_MAX_M = 3, 128
 
 
 def is_conv1d(module: nn.Module) -> bool:
@@ -108,6 +112,10 @@ class QuantLinear(nn.Module):
         scale_in = torch.ones(in_features, dtype=torch.float32, device=device) if input_scale else None
         self.register_buffer("input_scale", scale_in)
         self.register_buffer("_kernel_scales", None, persistent=False)
+        # CUDA, 4-bit: the codes, scales and zeros in the tensor-core layout
+        # (nn/tc_layout.py), built once whenever the layer lands on a GPU.
+        for name in ("_tc_codes", "_tc_scales", "_tc_zeros"):
+            self.register_buffer(name, None, persistent=False)
         self.register_load_state_dict_post_hook(lambda module, _keys: module.repack())
         self.repack()
 
@@ -219,17 +227,29 @@ class QuantLinear(nn.Module):
                     (torch.isfinite(self.input_scale) & (self.input_scale > 0)).all()):
                 raise ValueError("input_scale must be finite and positive; corrupt checkpoint?")
         self._kernel_scales = self.scales if self.scales.dtype == torch.float32 else self.scales.float()
+        self._build_tc_layout()
+
+    def _build_tc_layout(self) -> None:
+        on_gpu = self.qweight.device.type == "cuda" and _CUDA_KERNELS
+        if on_gpu and tc_layout_supported(self.out_features, self.in_features, self.bits, self.group_size):
+            with torch.no_grad():
+                self._tc_codes, self._tc_scales, self._tc_zeros = to_tc_layout(self.qweight, self.scales, self.zeros)
+        else:
+            self._tc_codes = self._tc_scales = self._tc_zeros = None
 
     def _apply(self, fn, recurse=True):
         # Module.to(dtype) would cast the scales and so change the weights: move
         # them to the new device but keep their dtype.
-        kept = {name: self._buffers.pop(name) for name in ("scales", "_kernel_scales", "input_scale")}
+        kept = {name: self._buffers.pop(name) for name in ("scales", "_kernel_scales", "input_scale", "_tc_scales")}
         super()._apply(fn, recurse)
         for name, t in kept.items():
             if t is not None:
                 device = fn(torch.empty(0, device=t.device)).device
                 t = t.to(device)
             self._buffers[name] = t
+        # Build the tensor-core layout on arrival on a GPU; drop it when leaving.
+        if (self._tc_codes is not None) != (self.qweight.device.type == "cuda"):
+            self._build_tc_layout()
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -250,12 +270,15 @@ class QuantLinear(nn.Module):
             return y.view(*x.shape[:-1], self.out_features)
         if (x.device.type == "cuda" and _CUDA_KERNELS and self.bits in (4, 8) and self.group_size % 32 == 0
                 and x.dtype in (torch.float16, torch.bfloat16)):
-            # GEMV for small batches, else dequantize + cuBLAS (cpp/kernels/cuda/); the
-            # stored scales are read directly, at their own precision.
+            # GEMV for 1-2 rows, the tensor-core GEMM (4-bit) up to 128, else dequantize +
+            # cuBLAS (cpp/kernels/cuda/); the stored scales are read at their own precision.
             x2 = x.reshape(-1, self.in_features)
             x2 = x2.index_select(1, self.perm) if self.perm is not None else x2.contiguous()
-            y = torch.ops.quantcore.qlinear(x2, self.qweight, self.scales, self.zeros, self.bias, self.bits,
-                                            self.group_size)
+            if self._tc_codes is not None and _TC_MIN_M <= x2.shape[0] <= _TC_MAX_M:
+                y = torch.ops.quantcore.qgemm_tc(x2, self._tc_codes, self._tc_scales, self._tc_zeros, self.bias)
+            else:
+                y = torch.ops.quantcore.qlinear(x2, self.qweight, self.scales, self.zeros, self.bias, self.bits,
+                                                self.group_size)
             return y.view(*x.shape[:-1], self.out_features)
         bias = self.bias.to(x.dtype) if self.bias is not None else None
         return F.linear(x, self._dequantize_codes(x.dtype), bias)  # x is already divided by input_scale
