@@ -31,6 +31,8 @@ def main() -> None:
     ap.add_argument("--group-size", type=int, default=-1)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--no-guard", action="store_true", help="GPTQConfig(rtn_guard=False): GPTQ on every layer")
+    ap.add_argument("--skip-first-tokens", type=int, default=0, help="GPTQConfig(skip_first_tokens=...)")
+    ap.add_argument("--act-order-only", action="store_true", help="skip the GPTQ run without act-order")
     args = ap.parse_args()
     rm = _real_model.load("gemma3")
     base, evaluation, calibration_text, bos, tok = rm.model, rm.evaluation, rm.calibration_text, rm.bos, rm.tokenizer
@@ -49,10 +51,12 @@ def main() -> None:
     m = copy.deepcopy(base)
     quantcore.quantize_(m, quantcore.RTNConfig(bits=args.bits, group_size=args.group_size), progress=False)
     res["rtn"] = nlls(m)
-    for name, act_order in [("gptq", True), ("gptq_noact", False)]:
+    variants = [("gptq", True)] + ([] if args.act_order_only else [("gptq_noact", False)])
+    for name, act_order in variants:
         m = copy.deepcopy(base)
         cfg = quantcore.GPTQConfig(bits=args.bits, group_size=args.group_size, act_order=act_order, n_samples=64,
-                                   seq_len=512, rtn_guard=not args.no_guard)
+                                   seq_len=512, rtn_guard=not args.no_guard,
+                                   skip_first_tokens=args.skip_first_tokens)
         report = quantcore.quantize_(m, cfg, calib=calibration_text, tokenizer=tok, progress=False)
         kept = sum("kept RTN" in note for note in report.notes.values())
         print(f"{name}: {kept} of {len(report.layers)} layers kept RTN codes (held-out guard)", flush=True)
@@ -62,6 +66,8 @@ def main() -> None:
     for k, v in res.items():
         print(f"{k:11s} perplexity {math.exp(float(v.sum()) / tokens):.4f}")
     for a, b in [("gptq", "rtn"), ("gptq_noact", "rtn"), ("rtn", "float"), ("gptq", "float")]:
+        if a not in res:
+            continue
         diff = (res[a] - res[b]) / 511
         print(f"{a} - {b}: {float(diff.mean()):+.5f} nats/token, paired SE {float(diff.std() / math.sqrt(windows)):.5f}, "
               f"worse in {int((diff > 0).sum())}/{windows} windows")

@@ -58,6 +58,10 @@ class GPTQConfig(QuantConfig):
             fit the calibration text at the expense of unseen text; this keeps
             GPTQ from ending up worse than RTN. Off when fewer than one window
             would be held out.
+        skip_first_tokens: leave the first positions of every calibration window
+            out of the Hessians. The first token (BOS, an attention sink) carries
+            activations orders of magnitude larger than the rest in many models,
+            so it can dominate H and the solver's trade-offs.
         n_samples, seq_len, seed: calibration windows drawn from the given text.
     """
 
@@ -71,6 +75,7 @@ class GPTQConfig(QuantConfig):
     true_sequential: bool = True
     rtn_guard: bool = True
     holdout_fraction: float = 0.125
+    skip_first_tokens: int = 0
     n_samples: int = 128
     seq_len: int = 2048
     seed: int = 0
@@ -81,6 +86,8 @@ class GPTQConfig(QuantConfig):
             raise ValueError(f"percdamp must be in [0, 10), got {self.percdamp}")
         if self.block_size < 1 or self.n_samples < 1 or self.seq_len < 2:
             raise ValueError("block_size and n_samples must be >= 1 and seq_len >= 2")
+        if not 0 <= self.skip_first_tokens < self.seq_len - 1:
+            raise ValueError(f"skip_first_tokens must be in [0, seq_len - 1), got {self.skip_first_tokens}")
         if not 0 < self.holdout_fraction < 1:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
 
@@ -171,7 +178,10 @@ def _quantize_layers(model, config, targets, windows, layers_path, layers, compu
                         inputs.record(x, id(mod))
                         h = acc[id(mod)]
                         j = 2 if window[0] >= n_windows - held else 0
-                        h[j + 1] = torch.ops.quantcore.gptq_hessian_update(h[j], x.detach().float(), h[j + 1])
+                        xs = x.detach()
+                        if config.skip_first_tokens and xs.dim() == 3:  # [batch, seq, features]
+                            xs = xs[:, config.skip_first_tokens:]
+                        h[j + 1] = torch.ops.quantcore.gptq_hessian_update(h[j], xs.float(), h[j + 1])
                     return hook
 
                 handles = [m.register_forward_pre_hook(make_hook(m)) for _, m in todo]

@@ -1,7 +1,7 @@
 // W4A16 tensor-core GEMM (layout in qgemm_tc_cuda.h).
 //
-// A CTA of 4 warps owns 128 output features (one 32-wide strip per warp) and
-// 16 * MT rows of x, over a slice of K (split-K when the grid would otherwise
+// A CTA of 8 warps (one m16 tile of rows) or 4 (two or four) owns one 32-wide
+// strip of output features per warp and 16 * MT rows of x, over a slice of K (split-K when the grid would otherwise
 // not fill the GPU). Chunks of 64 inputs stream through a multi-stage
 // cp.async pipeline into shared memory: the warps' codes (each lane later
 // reads back exactly the 16 bytes it needs), the rows of x (XOR-swizzled so
@@ -23,10 +23,15 @@ namespace quantcore::kernels {
 
 namespace {
 
-constexpr int kWarps = 4;
-constexpr int kThreads = 32 * kWarps;
+// Warps per CTA, side by side along N: 8 for one m16 tile (every row of x
+// in shared memory then feeds twice the outputs), 4 with more rows.
+template <int MT>
+constexpr int kWarps = MT == 1 ? 8 : 4;
+template <int MT>
+constexpr int kThreads = 32 * kWarps<MT>;
 constexpr int kStripN = 32;                 // output features per warp
-constexpr int kCtaN = kStripN * kWarps;     // output features per CTA
+template <int MT>
+constexpr int kCtaN = kStripN * kWarps<MT>;  // output features per CTA
 constexpr int kChunkK = 64;                 // inputs per pipeline stage
 constexpr int kTileK = 32;                  // inputs per 16-byte code load of a lane
 constexpr int kTilesPerChunk = kChunkK / kTileK;
@@ -160,10 +165,10 @@ __device__ __forceinline__ __nv_bfloat162 splat<__nv_bfloat16>(float v) { return
 
 template <typename ScaleT, int MT>
 struct Stage {
-  uint4 codes[kWarps][kTilesPerChunk][32];  // per warp, per tile, per lane
+  uint4 codes[kWarps<MT>][kTilesPerChunk][32];  // per warp, per tile, per lane
   uint4 x[MT * 16][kChunkK / 8];            // rows of x, 16-byte chunks XOR-swizzled by row
-  ScaleT scales[kTilesPerChunk][kCtaN];     // a tile's group, copied only where a group starts
-  uint8_t zeros[kTilesPerChunk][kCtaN];
+  ScaleT scales[kTilesPerChunk][kCtaN<MT>];  // each tile's group, for the CTA's outputs
+  uint8_t zeros[kTilesPerChunk][kCtaN<MT>];
 };
 
 // Raw (q - z) x sums are scaled per group in fp32 ("late") when MT <= 2: one
@@ -177,15 +182,14 @@ constexpr bool kLate = MT <= 2;
 // pointers of chunk 0 (chunk c adds c * step) and shared-memory offsets.
 template <typename T, int MT>
 struct CopyPlan {
-  static constexpr int kCodeCopies = kWarps * kTilesPerChunk * 32 / kThreads;
-  static constexpr int kXCopies = MT * 16 * 8 / kThreads;
-  static_assert(MT * 16 * 8 % kThreads == 0, "rows of x split evenly over the threads");
+  static constexpr int kCodeCopies = kWarps<MT> * kTilesPerChunk * 32 / kThreads<MT>;
+  static constexpr int kXCopies = (MT * 16 * 8 + kThreads<MT> - 1) / kThreads<MT>;
   const int32_t* code_src[kCodeCopies];
   int code_dst[kCodeCopies];  // index into Stage::codes as uint4s
   bool code_ok[kCodeCopies];
   const T* x_src[kXCopies];
   int x_dst[kXCopies];        // index into Stage::x as uint4s
-  bool x_ok[kXCopies];
+  bool x_ok[kXCopies], x_used[kXCopies];
 };
 
 struct Ctx {
@@ -199,7 +203,7 @@ __device__ __forceinline__ CopyPlan<T, MT> make_plan(const QGemmTcArgs& a, const
   const int64_t strips = a.N / kStripN, strip0 = cx.n0 / kStripN;
 #pragma unroll
   for (int i = 0; i < p.kCodeCopies; ++i) {
-    const int idx = tid + i * kThreads;
+    const int idx = tid + i * kThreads<MT>;
     const int w = idx / (kTilesPerChunk * 32), tile = (idx / 32) % kTilesPerChunk, lane = idx % 32;
     p.code_ok[i] = strip0 + w < strips;
     const int64_t strip = p.code_ok[i] ? strip0 + w : 0;
@@ -209,8 +213,9 @@ __device__ __forceinline__ CopyPlan<T, MT> make_plan(const QGemmTcArgs& a, const
   const T* x = reinterpret_cast<const T*>(a.x);
 #pragma unroll
   for (int i = 0; i < p.kXCopies; ++i) {
-    const int idx = tid + i * kThreads;
+    const int idx = tid + i * kThreads<MT>;
     const int row = idx / 8, ch = idx % 8;
+    p.x_used[i] = idx < MT * 16 * 8;
     p.x_ok[i] = cx.m0 + row < a.M;
     p.x_src[i] = x + (p.x_ok[i] ? cx.m0 + row : 0) * a.K + ch * 8;
     p.x_dst[i] = row * (kChunkK / 8) + (ch ^ (row & 7));
@@ -229,8 +234,9 @@ __device__ __forceinline__ void load_stage(const QGemmTcArgs& a, const Ctx& cx, 
     cp_async16_stream(&st.codes[0][0][0] + p.code_dst[i], p.code_src[i] + c * (kTilesPerChunk * 128), p.code_ok[i],
                       policy);
 #pragma unroll
-  for (int i = 0; i < p.kXCopies; ++i) cp_async16(&st.x[0][0] + p.x_dst[i], p.x_src[i] + c * kChunkK, p.x_ok[i]);
-  constexpr int kScaleCopies = kCtaN * int(sizeof(ScaleT)) / 16, kZeroCopies = kCtaN / 16;  // per tile
+  for (int i = 0; i < p.kXCopies; ++i)
+    if (p.x_used[i]) cp_async16(&st.x[0][0] + p.x_dst[i], p.x_src[i] + c * kChunkK, p.x_ok[i]);
+  constexpr int kScaleCopies = kCtaN<MT> * int(sizeof(ScaleT)) / 16, kZeroCopies = kCtaN<MT> / 16;  // per tile
   const int tid = threadIdx.x;
   if (tid < kTilesPerChunk * (kScaleCopies + kZeroCopies)) {
     const bool is_scale = tid < kTilesPerChunk * kScaleCopies;
@@ -398,7 +404,7 @@ __device__ __forceinline__ void store_tile(const QGemmTcArgs& a, const Ctx& cx, 
 }
 
 template <typename T, typename ScaleT, int MT>
-__global__ void __launch_bounds__(kThreads) qgemm_w4_tc_kernel(QGemmTcArgs a) {
+__global__ void __launch_bounds__(kThreads<MT>) qgemm_w4_tc_kernel(QGemmTcArgs a) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   auto* stages = reinterpret_cast<Stage<ScaleT, MT>*>(smem_raw);
   const int splits = a.splits;
@@ -406,7 +412,7 @@ __global__ void __launch_bounds__(kThreads) qgemm_w4_tc_kernel(QGemmTcArgs a) {
   const int split = blockIdx.z;
   Ctx cx;
   cx.m0 = int64_t(blockIdx.x) * MT * 16;
-  cx.n0 = int64_t(blockIdx.y) * kCtaN;
+  cx.n0 = int64_t(blockIdx.y) * kCtaN<MT>;
   cx.chunk_begin = chunks * split / splits;
   cx.chunk_end = chunks * (split + 1) / splits;
   const bool per_channel = a.group_size == a.K;
@@ -520,6 +526,7 @@ __global__ void __launch_bounds__(kThreads) qgemm_w4_tc_kernel(QGemmTcArgs a) {
 // ------------------------------------------------------------------ launch
 
 int rows_per_cta(int64_t M) { return M <= 16 ? 16 : M <= 32 ? 32 : 64; }
+int cta_n(int64_t M) { return M <= 16 ? kCtaN<1> : kCtaN<2>; }
 
 template <typename T, typename ScaleT, int MT>
 struct Config {
@@ -527,6 +534,7 @@ struct Config {
   using Scale = ScaleT;
   static constexpr int kMT = MT;
   static constexpr int kSmem = kStages<MT> * int(sizeof(Stage<ScaleT, MT>));
+  static constexpr int kThreadsPerCta = kThreads<MT>;
   static constexpr auto kernel() { return qgemm_w4_tc_kernel<T, ScaleT, MT>; }
 };
 
@@ -563,7 +571,7 @@ cudaError_t prepare(int* ctas_per_sm) {
   const int slot = dev < 64 ? dev : 63;
   if (dev >= 64 || !(configured >> dev & 1ull)) {
     cudaError_t e = cudaFuncSetAttribute(C::kernel(), cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
-    if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occupancy[slot], C::kernel(), kThreads,
+    if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occupancy[slot], C::kernel(), C::kThreadsPerCta,
                                                                             C::kSmem);
     if (e != cudaSuccess) return e;
     if (dev < 64) configured |= 1ull << dev;
@@ -597,7 +605,7 @@ int qgemm_tc_plan(QGemmTcArgs& a) {
   // Split K so the CTAs fill whole waves: estimated time ~ waves / splits, plus
   // 2% per split for writing and adding the partial sums.
   const int64_t rows = rows_per_cta(a.M);
-  const int64_t tiles = (a.M + rows - 1) / rows * ((a.N + kCtaN - 1) / kCtaN);
+  const int64_t tiles = (a.M + rows - 1) / rows * ((a.N + cta_n(a.M) - 1) / cta_n(a.M));
   const int64_t slots = int64_t(occupancy) * sm_count();
   int64_t max_splits = a.K / kChunkK / 4;
   if (max_splits > kMaxSplits) max_splits = kMaxSplits;
@@ -624,7 +632,7 @@ int64_t qgemm_tc_workspace(const QGemmTcArgs& a) {
 int64_t qgemm_tc_counters(const QGemmTcArgs& a) {
   if (a.splits <= 1) return 0;
   const int64_t rows = rows_per_cta(a.M);
-  return (a.M + rows - 1) / rows * ((a.N + kCtaN - 1) / kCtaN);
+  return (a.M + rows - 1) / rows * ((a.N + cta_n(a.M) - 1) / cta_n(a.M));
 }
 
 int qgemm_tc_cuda(const QGemmTcArgs& a, void* stream) {
@@ -638,8 +646,9 @@ int qgemm_tc_cuda(const QGemmTcArgs& a, void* stream) {
     using C = decltype(cfg);
     if (cudaError_t e = prepare<C>(nullptr); e != cudaSuccess) return e;
     const int rows = C::kMT * 16;
-    const dim3 grid(unsigned((a.M + rows - 1) / rows), unsigned((a.N + kCtaN - 1) / kCtaN), unsigned(a.splits));
-    C::kernel()<<<grid, kThreads, C::kSmem, stream_>>>(a);
+    constexpr int n_per_cta = kCtaN<C::kMT>;
+    const dim3 grid(unsigned((a.M + rows - 1) / rows), unsigned((a.N + n_per_cta - 1) / n_per_cta), unsigned(a.splits));
+    C::kernel()<<<grid, C::kThreadsPerCta, C::kSmem, stream_>>>(a);
     return cudaGetLastError();
   }));
 }
