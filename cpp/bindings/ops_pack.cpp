@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "pack.h"
+#include "pack_checks.h"
 #include "tensor_checks.h"
 
 namespace quantcore::bindings {
@@ -12,17 +13,7 @@ namespace {
 at::Tensor pack_cpu(const at::Tensor& codes, int64_t bits, int64_t word_bits) {
   constexpr const char* op = "quantcore.pack";
   check_cpu(codes, op, "codes");
-  TORCH_CHECK_TYPE(codes.scalar_type() == at::kByte || codes.scalar_type() == at::kChar, op,
-                   ": codes must be torch.uint8 (unsigned) or torch.int8 (signed), got ",
-                   dtype_name(codes.scalar_type()));
-  check_contiguous(codes, op, "codes");
-  check_bits(bits, 2, 8, op);
-  TORCH_CHECK_VALUE(word_bits == 8 || word_bits == 32, op, ": word_bits must be 8 or 32");
-  TORCH_CHECK_VALUE(codes.dim() >= 1 && codes.numel() > 0, op, ": codes must be a non-empty tensor");
-  const int64_t cols = codes.size(-1);
-  TORCH_CHECK_VALUE(kernels::pack_shape_ok(cols, int(bits), int(word_bits)), op, ": the last dim (",
-                    cols, ") times bits (", bits, ") must be a multiple of ", word_bits,
-                    " so every row fills whole words");
+  const int64_t cols = check_pack_args(codes, bits, word_bits, op);
   const bool is_signed = codes.scalar_type() == at::kChar;
   const uint8_t* src = static_cast<const uint8_t*>(codes.data_ptr());
   const int64_t bad = kernels::find_out_of_range(src, codes.numel(), is_signed, int(bits));
@@ -42,18 +33,8 @@ at::Tensor pack_cpu(const at::Tensor& codes, int64_t bits, int64_t word_bits) {
 at::Tensor unpack_cpu(const at::Tensor& packed, int64_t bits, bool is_signed) {
   constexpr const char* op = "quantcore.unpack";
   check_cpu(packed, op, "packed");
-  TORCH_CHECK_TYPE(packed.scalar_type() == at::kByte || packed.scalar_type() == at::kInt, op,
-                   ": packed must be torch.uint8 or torch.int32 words, got ",
-                   dtype_name(packed.scalar_type()));
-  check_contiguous(packed, op, "packed");
-  check_bits(bits, 2, 8, op);
-  TORCH_CHECK_VALUE(packed.dim() >= 1 && packed.numel() > 0, op,
-                    ": packed must be a non-empty tensor");
+  const int64_t cols = check_unpack_args(packed, bits, op);
   const int word_bits = packed.scalar_type() == at::kByte ? 8 : 32;
-  const int64_t row_bits = packed.size(-1) * word_bits;
-  TORCH_CHECK_VALUE(row_bits % bits == 0, op, ": a row of ", packed.size(-1), " ", word_bits,
-                    "-bit words does not hold a whole number of ", bits, "-bit codes");
-  const int64_t cols = row_bits / bits;
   auto sizes = packed.sizes().vec();
   sizes.back() = cols;
   at::Tensor out = at::empty(sizes, packed.options().dtype(is_signed ? at::kChar : at::kByte));

@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "rtn.h"
+#include "rtn_checks.h"
 #include "tensor_checks.h"
 
 namespace quantcore::bindings {
@@ -16,19 +17,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rtn_quantize_cpu(
     int64_t clip_grid, double clip_max_shrink, at::ScalarType scale_dtype) {
   constexpr const char* op = "quantcore.rtn_quantize";
   check_cpu(weight, op, "weight");
-  check_float(weight, op, "weight");
-  check_contiguous(weight, op, "weight");
-  TORCH_CHECK_VALUE(weight.dim() == 2, op, ": weight must be 2-D [rows, cols], got ",
-                    weight.dim(), "-D");
-  TORCH_CHECK_VALUE(weight.numel() > 0, op, ": weight is empty");
-  check_bits(bits, 2, 8, op);
+  check_rtn_args(weight, bits, group_size, mse_clip, clip_grid, clip_max_shrink, scale_dtype, op);
   const int64_t rows = weight.size(0), cols = weight.size(1);
-  TORCH_CHECK_VALUE(group_size == -1 || group_size == 0 || group_size > 0, op,
-                    ": group_size must be > 0, -1 (per channel) or 0 (per tensor), got ", group_size);
-  TORCH_CHECK_VALUE(group_size <= 0 || cols % group_size == 0, op, ": group_size ", group_size,
-                    " does not divide the number of input columns ", cols);
-  TORCH_CHECK_VALUE(!mse_clip || (clip_grid >= 1 && clip_max_shrink >= 0 && clip_max_shrink < 1),
-                    op, ": clip_grid must be >= 1 and clip_max_shrink in [0, 1)");
   const kernels::ScaleType st = scale_type(scale_dtype, op);
 
   at::Tensor w = weight.to(at::kFloat);  // a copy for f16/bf16; the input is never written

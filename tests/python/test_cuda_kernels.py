@@ -200,3 +200,77 @@ def test_quant_linear_builds_the_tc_layout_on_cuda_and_uses_it_for_mid_batches(s
     assert calls == [3, 16, 100]
     q = q.half().cpu()
     assert q._tc_codes is None and q.scales.dtype == torch.float16
+
+
+# ------------------------------------------------------ pack / unpack / RTN on CUDA
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 7, 8])
+@pytest.mark.parametrize("word_bits", [8, 32])
+@pytest.mark.parametrize("signed", [False, True])
+def test_pack_and_unpack_on_cuda_equal_the_cpu_kernels(bits, word_bits, signed):
+    g = torch.Generator().manual_seed(bits)
+    cols = 64 * 3  # every width fills whole 32-bit words
+    lo, hi = (-(1 << (bits - 1)), 1 << (bits - 1)) if signed else (0, 1 << bits)
+    codes = torch.randint(lo, hi, (7, cols), generator=g).to(torch.int8 if signed else torch.uint8)
+    want = quantcore.ops.pack(codes, bits, word_bits)
+    got = quantcore.ops.pack(codes.cuda(), bits, word_bits)
+    assert got.is_cuda and torch.equal(got.cpu(), want)
+    back = quantcore.ops.unpack(got, bits, signed)
+    assert back.is_cuda and torch.equal(back.cpu(), codes)
+
+
+def test_pack_on_cuda_refuses_codes_out_of_range():
+    codes = torch.zeros(2, 32, dtype=torch.uint8, device="cuda")
+    codes[1, 5] = 16
+    with pytest.raises(ValueError, match="flat index 37 .value 16. does not fit in 4 unsigned bits"):
+        quantcore.ops.pack(codes, 4, 32)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+@pytest.mark.parametrize("group,sym", [(32, True), (64, False), (128, True), (-1, False), (0, True)])
+@pytest.mark.parametrize("scale_dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_rtn_on_cuda_gives_the_cpu_codes(bits, group, sym, scale_dtype):
+    g = torch.Generator().manual_seed(bits * 7 + max(group, 0))
+    w = torch.randn(37, 256, generator=g) * 0.05
+    w[3, 10] = 0.9  # an outlier
+    w[5, :64] = 0.0  # an all-zero group
+    want = quantcore.ops.rtn_quantize(w, bits, group, sym, scale_dtype=scale_dtype)
+    got = quantcore.ops.rtn_quantize(w.cuda(), bits, group, sym, scale_dtype=scale_dtype)
+    for a, b in zip(got, want):
+        assert a.is_cuda and a.dtype == b.dtype and torch.equal(a.cpu(), b)
+
+
+@pytest.mark.parametrize("sym", [True, False])
+def test_rtn_mse_clip_on_cuda_matches_the_cpu_search(sym):
+    w = torch.randn(64, 512, generator=torch.Generator().manual_seed(1)) * 0.05
+    want = quantcore.ops.rtn_quantize(w, 3, 128, sym, mse_clip=True)
+    got = [t.cpu() for t in quantcore.ops.rtn_quantize(w.cuda(), 3, 128, sym, mse_clip=True)]
+    same = (got[1] == want[1]).float().mean()
+    assert same >= 0.99, same  # candidates whose errors tie to the last bit may differ
+
+    def group_err(codes, scales, zeros):
+        z = zeros.float().repeat_interleave(128, 1)
+        d = (codes.float() - z) * scales.float().repeat_interleave(128, 1) - w
+        return (d * d).view(64, 4, 128).sum(-1)
+
+    assert bool((group_err(*got) <= group_err(*want) * (1 + 1e-4) + 1e-12).all())
+
+
+def test_rtn_on_cuda_refuses_bad_inputs():
+    w = torch.randn(4, 64, device="cuda")
+    w[1, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        quantcore.ops.rtn_quantize(w, 4, 32)
+    with pytest.raises(ValueError, match="overflows the scale dtype"):
+        quantcore.ops.rtn_quantize(torch.full((2, 32), 1e6, device="cuda"), 4, 32, scale_dtype=torch.float16)
+    with pytest.raises(ValueError, match="does not divide"):
+        quantcore.ops.rtn_quantize(torch.randn(2, 48, device="cuda"), 4, 32)
+
+
+def test_quant_linear_from_a_cuda_linear_quantizes_on_the_gpu():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(256, 64)
+    want = quantcore.QuantLinear.from_linear(lin, RTNConfig(bits=4, group_size=64, sym=False))
+    got = quantcore.QuantLinear.from_linear(lin.cuda(), RTNConfig(bits=4, group_size=64, sym=False))
+    assert got.qweight.is_cuda and torch.equal(got.qweight.cpu(), want.qweight)
+    assert torch.equal(got.scales.cpu(), want.scales) and torch.equal(got.zeros.cpu(), want.zeros)

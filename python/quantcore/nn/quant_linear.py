@@ -194,13 +194,13 @@ class QuantLinear(nn.Module):
         if not isinstance(module, nn.Linear) and not is_conv1d(module):
             raise TypeError(f"expected nn.Linear or Conv1D, got {type(module).__name__}")
         weight = linear_weight(module).detach()
-        if weight.device.type != "cpu":
-            weight = weight.cpu()
+        if weight.device.type != "cpu" and not (weight.is_cuda and _CUDA_KERNELS):
+            weight = weight.cpu()  # quantized by the CPU kernel (the CUDA build quantizes on the GPU)
         codes, scales, zeros = ops.rtn_quantize(
             weight.contiguous(), bits=config.bits, group_size=config.group_size, symmetric=config.sym,
             mse_clip=getattr(config, "mse_clip", False), clip_grid=getattr(config, "clip_grid", 100),
             clip_max_shrink=getattr(config, "clip_max_shrink", 0.8), scale_dtype=config.scale_dtype)
-        bias = module.bias.detach().cpu() if module.bias is not None else None
+        bias = module.bias.detach().to(weight.device) if module.bias is not None else None
         layer = cls.from_codes(
             codes, scales, None if config.sym else zeros, bias, bits=config.bits,
             group_size=config.group_size, dtype=weight.dtype)
