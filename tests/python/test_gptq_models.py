@@ -335,3 +335,37 @@ def test_kept_rtn_layers_carry_rtn_codes_and_report_counts_them():
         assert torch.equal(mods[name].dequantize(), rtn.dequantize())
     assert kept  # W8 on 256 calibration tokens: some layers overfit
     assert f"{len(kept)} of {len(report.layers)} layers kept round-to-nearest" in str(report)
+
+
+def test_skip_first_tokens_leaves_those_positions_out_of_the_hessians(monkeypatch):
+    from quantcore import gptq
+
+    model = make_tiny("llama")
+    ids = calib_ids(4, 32)
+    block = find_decoder_layers(model)[1][0]
+    expected = {}
+
+    def record(_m, args):
+        x = args[0][:, 2:].reshape(-1, args[0].shape[-1]).float()  # positions 2.. only
+        h, n = expected.setdefault("q", [torch.zeros(x.shape[1], x.shape[1]), 0])
+        expected["q"][1] = torch.ops.quantcore.gptq_hessian_update(h, x, n)
+
+    handle = block.self_attn.q_proj.register_forward_pre_hook(record)
+    with torch.no_grad():
+        for row in ids:
+            model(row.unsqueeze(0))
+    handle.remove()
+    seen = {}
+    original = gptq._solve_one
+
+    def spy(module, hessian, config, held_hessian=None):
+        seen.setdefault(id(module), hessian.clone())
+        return original(module, hessian, config, held_hessian)
+
+    monkeypatch.setattr(gptq, "_solve_one", spy)
+    q_id = id(block.self_attn.q_proj)
+    quantcore.quantize_(model, GPTQConfig(bits=4, group_size=32, n_samples=4, seq_len=32, skip_first_tokens=2),
+                        calib=ids, progress=False)
+    torch.testing.assert_close(seen[q_id], expected["q"][0], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="skip_first_tokens"):
+        GPTQConfig(seq_len=8, skip_first_tokens=7)
