@@ -6,6 +6,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <cstdlib>
 #include <optional>
 
 #include "cuda/dequant_cuda.h"
@@ -186,6 +187,12 @@ at::Tensor qgemm_tc_cuda(const at::Tensor& x, const at::Tensor& codes, const at:
   a.group_size = group_size;
   a.act = gpu_float(x.scalar_type());
   a.scale = gpu_float(scales.scalar_type());
+  // Tuning knob for benchmarks: QUANTCORE_TC_SPLITS=s forces the split-K factor.
+  if (const char* forced = std::getenv("QUANTCORE_TC_SPLITS")) {
+    const int s = std::atoi(forced);
+    TORCH_CHECK_VALUE(s >= 1 && s <= 16 && s <= K / 64, op, ": QUANTCORE_TC_SPLITS must be in [1, min(16, K/64)]");
+    a.splits = s;
+  }
   kernels::qgemm_tc_plan(a);
   at::Tensor workspace, counters;
   if (const int64_t w = kernels::qgemm_tc_workspace(a); w > 0) {

@@ -1,14 +1,15 @@
 """Pure-PyTorch implementations of quantcore ops for devices without a native
-kernel yet (CUDA until its kernels land), registered with the dispatcher so
-``torch.ops.quantcore.*`` and everything built on it (``QuantLinear``'s
-dequantize fallback, GPTQ calibration on the GPU) work on any device.
+kernel (CUDA when quantcore was built without its CUDA kernels), registered
+with the dispatcher so ``torch.ops.quantcore.*`` and everything built on it
+(``QuantLinear``'s dequantize fallback, GPTQ calibration on the GPU) work on
+any device. A CUDA build registers its own kernels and these stay unused.
 """
 
 from __future__ import annotations
 
 import torch
 
-_lib = torch.library.Library("quantcore", "IMPL")
+from . import _C
 
 
 def unpack_torch(packed: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
@@ -33,4 +34,6 @@ def unpack_torch(packed: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
     return codes.to(torch.uint8)
 
 
-_lib.impl("unpack", unpack_torch, "CUDA")
+if not _C.cuda_kernels:
+    _lib = torch.library.Library("quantcore", "IMPL")
+    _lib.impl("unpack", unpack_torch, "CUDA")

@@ -16,6 +16,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstddef>
+
 #include "float_types.cuh"
 #include "qgemm_tc_cuda.h"
 
@@ -178,80 +180,107 @@ struct Stage {
 template <int MT>
 constexpr bool kLate = MT <= 2;
 
-// Per-thread copy plan of one chunk, fixed for the CTA's life: source
-// pointers of chunk 0 (chunk c adds c * step) and shared-memory offsets.
-template <typename T, int MT>
-struct CopyPlan {
+// Per-thread copy cursor: where this thread's 16-byte copies of the next
+// chunk come from (advanced by a constant per chunk, no index arithmetic in
+// the loop) and go to. Every thread copies codes and x; the first few also a
+// slice of one tile's group scales or zeros, following the group by counting
+// tiles.
+template <typename T, typename ScaleT, int MT>
+struct CopyCursor {
   static constexpr int kCodeCopies = kWarps<MT> * kTilesPerChunk * 32 / kThreads<MT>;
   static constexpr int kXCopies = (MT * 16 * 8 + kThreads<MT> - 1) / kThreads<MT>;
+  static constexpr int kScaleCopies = kCtaN<MT> * int(sizeof(ScaleT)) / 16;  // per tile
+  static constexpr int kZeroCopies = kCtaN<MT> / 16;                         // per tile
   const int32_t* code_src[kCodeCopies];
-  int code_dst[kCodeCopies];  // index into Stage::codes as uint4s
-  bool code_ok[kCodeCopies];
   const T* x_src[kXCopies];
-  int x_dst[kXCopies];        // index into Stage::x as uint4s
-  bool x_ok[kXCopies], x_used[kXCopies];
+  const char* group_src;  // this thread's 16 bytes of its tile's group scales (or zeros)
+  int64_t group_step;     // bytes from one group's row to the next
+  int code_dst[kCodeCopies], x_dst[kXCopies], group_dst;  // byte offsets into a Stage
+  bool code_ok[kCodeCopies], x_ok[kXCopies], x_used[kXCopies], group_ok;
+  int group_tile;         // tile index of this thread's tile inside its group; -1: no group copy
+  int tiles_per_group;
 };
 
 struct Ctx {
   int64_t m0, n0, chunk_begin, chunk_end;
 };
 
-template <typename T, int MT>
-__device__ __forceinline__ CopyPlan<T, MT> make_plan(const QGemmTcArgs& a, const Ctx& cx) {
-  CopyPlan<T, MT> p;
+template <typename T, typename ScaleT, int MT>
+__device__ __forceinline__ CopyCursor<T, ScaleT, MT> make_cursor(const QGemmTcArgs& a, const Ctx& cx) {
+  using C = CopyCursor<T, ScaleT, MT>;
+  using St = Stage<ScaleT, MT>;
+  C p;
   const int tid = threadIdx.x;
   const int64_t strips = a.N / kStripN, strip0 = cx.n0 / kStripN;
 #pragma unroll
-  for (int i = 0; i < p.kCodeCopies; ++i) {
+  for (int i = 0; i < C::kCodeCopies; ++i) {
     const int idx = tid + i * kThreads<MT>;
     const int w = idx / (kTilesPerChunk * 32), tile = (idx / 32) % kTilesPerChunk, lane = idx % 32;
     p.code_ok[i] = strip0 + w < strips;
     const int64_t strip = p.code_ok[i] ? strip0 + w : 0;
-    p.code_src[i] = a.codes + (strip * (a.K / kTileK) + tile) * 128 + lane * 4;
-    p.code_dst[i] = (w * kTilesPerChunk + tile) * 32 + lane;
+    p.code_src[i] = a.codes + (strip * (a.K / kTileK) + cx.chunk_begin * kTilesPerChunk + tile) * 128 + lane * 4;
+    p.code_dst[i] = int(offsetof(St, codes)) + ((w * kTilesPerChunk + tile) * 32 + lane) * 16;
   }
   const T* x = reinterpret_cast<const T*>(a.x);
 #pragma unroll
-  for (int i = 0; i < p.kXCopies; ++i) {
+  for (int i = 0; i < C::kXCopies; ++i) {
     const int idx = tid + i * kThreads<MT>;
     const int row = idx / 8, ch = idx % 8;
     p.x_used[i] = idx < MT * 16 * 8;
     p.x_ok[i] = cx.m0 + row < a.M;
-    p.x_src[i] = x + (p.x_ok[i] ? cx.m0 + row : 0) * a.K + ch * 8;
-    p.x_dst[i] = row * (kChunkK / 8) + (ch ^ (row & 7));
+    p.x_src[i] = x + (p.x_ok[i] ? cx.m0 + row : 0) * a.K + cx.chunk_begin * kChunkK + ch * 8;
+    p.x_dst[i] = int(offsetof(St, x)) + (row * (kChunkK / 8) + (ch ^ (row & 7))) * 16;
+  }
+  p.tiles_per_group = int(a.group_size / kTileK);
+  p.group_tile = -1;
+  p.group_src = nullptr;
+  p.group_step = 0;
+  p.group_dst = 0;
+  p.group_ok = false;
+  const bool is_scale = tid < kTilesPerChunk * C::kScaleCopies;
+  const bool is_zero = !is_scale && a.zeros && tid < kTilesPerChunk * (C::kScaleCopies + C::kZeroCopies);
+  if (is_scale || is_zero) {
+    const int r = is_scale ? tid : tid - kTilesPerChunk * C::kScaleCopies;
+    const int per_tile = is_scale ? C::kScaleCopies : C::kZeroCopies;
+    const int tile = r / per_tile, part = r % per_tile;
+    const int elem = int(is_scale ? sizeof(ScaleT) : 1);
+    const int64_t kt = cx.chunk_begin * kTilesPerChunk + tile;
+    const int64_t col = cx.n0 + int64_t(part) * 16 / elem;
+    p.group_ok = col < a.N;
+    const char* base = is_scale ? reinterpret_cast<const char*>(a.scales) : reinterpret_cast<const char*>(a.zeros);
+    p.group_step = a.N * elem;
+    p.group_src = base + (kt / p.tiles_per_group) * p.group_step + (p.group_ok ? col : 0) * elem;
+    p.group_tile = int(kt % p.tiles_per_group);
+    p.group_dst = is_scale ? int(offsetof(St, scales)) + (tile * kCtaN<MT>) * int(sizeof(ScaleT)) + part * 16
+                           : int(offsetof(St, zeros)) + tile * kCtaN<MT> + part * 16;
   }
   return p;
 }
 
-// Issues the copies of chunk `c` into `st`: codes (evict-first), x (rows past
-// M read as zeros), and each tile's group scales and zeros for the CTA's
-// outputs (outputs past N read as zeros).
+// Issues the copies of the cursor's chunk into `st` and moves the cursor to the
+// next chunk: codes (evict-first), x (rows past M read as zeros), and each
+// tile's group scales and zeros for the CTA's outputs (outputs past N as zeros).
 template <typename T, typename ScaleT, int MT>
-__device__ __forceinline__ void load_stage(const QGemmTcArgs& a, const Ctx& cx, const CopyPlan<T, MT>& p, int64_t c,
-                                           int tiles_per_group, Stage<ScaleT, MT>& st, uint64_t policy) {
+__device__ __forceinline__ void load_stage(CopyCursor<T, ScaleT, MT>& p, Stage<ScaleT, MT>& st, uint64_t policy) {
+  using C = CopyCursor<T, ScaleT, MT>;
+  char* base = reinterpret_cast<char*>(&st);
 #pragma unroll
-  for (int i = 0; i < p.kCodeCopies; ++i)
-    cp_async16_stream(&st.codes[0][0][0] + p.code_dst[i], p.code_src[i] + c * (kTilesPerChunk * 128), p.code_ok[i],
-                      policy);
+  for (int i = 0; i < C::kCodeCopies; ++i) {
+    cp_async16_stream(base + p.code_dst[i], p.code_src[i], p.code_ok[i], policy);
+    p.code_src[i] += kTilesPerChunk * 128;
+  }
 #pragma unroll
-  for (int i = 0; i < p.kXCopies; ++i)
-    if (p.x_used[i]) cp_async16(&st.x[0][0] + p.x_dst[i], p.x_src[i] + c * kChunkK, p.x_ok[i]);
-  constexpr int kScaleCopies = kCtaN<MT> * int(sizeof(ScaleT)) / 16, kZeroCopies = kCtaN<MT> / 16;  // per tile
-  const int tid = threadIdx.x;
-  if (tid < kTilesPerChunk * (kScaleCopies + kZeroCopies)) {
-    const bool is_scale = tid < kTilesPerChunk * kScaleCopies;
-    const int r = is_scale ? tid : tid - kTilesPerChunk * kScaleCopies;
-    const int per_tile = is_scale ? kScaleCopies : kZeroCopies;
-    const int tile = r / per_tile, part = r % per_tile;
-    const int64_t grp = uint32_t(c * kTilesPerChunk + tile) / uint32_t(tiles_per_group);
-    if (is_scale) {
-      constexpr int per16 = 16 / int(sizeof(ScaleT));
-      const bool ok = cx.n0 + part * per16 < a.N;
-      cp_async16(&st.scales[tile][part * per16],
-                 reinterpret_cast<const ScaleT*>(a.scales) + grp * a.N + (ok ? cx.n0 + part * per16 : 0), ok);
-    } else if (a.zeros) {
-      const bool ok = cx.n0 + part * 16 < a.N;
-      cp_async16(&st.zeros[tile][part * 16], a.zeros + grp * a.N + (ok ? cx.n0 + part * 16 : 0), ok);
+  for (int i = 0; i < C::kXCopies; ++i) {
+    if (p.x_used[i]) cp_async16(base + p.x_dst[i], p.x_src[i], p.x_ok[i]);
+    p.x_src[i] += kChunkK;
+  }
+  if (p.group_tile >= 0) {
+    cp_async16(base + p.group_dst, p.group_src, p.group_ok);
+    // The thread's tile moves kTilesPerChunk tiles on: into the next group(s)?
+    p.group_tile += kTilesPerChunk;
+    while (p.group_tile >= p.tiles_per_group) {
+      p.group_tile -= p.tiles_per_group;
+      p.group_src += p.group_step;
     }
   }
 }
@@ -418,7 +447,7 @@ __global__ void __launch_bounds__(kThreads<MT>) qgemm_w4_tc_kernel(QGemmTcArgs a
   const bool per_channel = a.group_size == a.K;
   const bool scale_late = kLate<MT> || per_channel;
   const uint64_t policy = evict_first_policy();
-  const CopyPlan<T, MT> plan = make_plan<T, MT>(a, cx);
+  CopyCursor<T, ScaleT, MT> cursor = make_cursor<T, ScaleT, MT>(a, cx);
 
   float acc[MT][4][4], part[kLate<MT> ? MT : 1][4][4];
 #pragma unroll
@@ -442,7 +471,7 @@ __global__ void __launch_bounds__(kThreads<MT>) qgemm_w4_tc_kernel(QGemmTcArgs a
 #pragma unroll
   for (int s = 0; s < kStages<MT> - 1; ++s) {
     if (s < n_chunks)
-      load_stage<T, ScaleT, MT>(a, cx, plan, cx.chunk_begin + s, tiles_per_group, stages[s], policy);
+      load_stage<T, ScaleT, MT>(cursor, stages[s], policy);
     cp_async_commit();
   }
   for (int64_t it = 0; it < n_chunks; ++it) {
@@ -450,8 +479,7 @@ __global__ void __launch_bounds__(kThreads<MT>) qgemm_w4_tc_kernel(QGemmTcArgs a
     __syncthreads();  // chunk `it` is visible to all; the slot of chunk it - 1 is free
     const int64_t next = it + kStages<MT> - 1;
     if (next < n_chunks)
-      load_stage<T, ScaleT, MT>(a, cx, plan, cx.chunk_begin + next, tiles_per_group, stages[next % kStages<MT>],
-                                policy);
+      load_stage<T, ScaleT, MT>(cursor, stages[next % kStages<MT>], policy);
     cp_async_commit();
     if constexpr (kLate<MT>)
       compute_stage<T, ScaleT, MT>(a, stages[it % kStages<MT>], it == 0, tiles_per_group, math_gtile, scale_late,
@@ -602,18 +630,25 @@ int qgemm_tc_plan(QGemmTcArgs& a) {
   if (a.splits > 0) return a.splits;
   int occupancy = 1;
   if (visit(a, [&](auto cfg) { return prepare<decltype(cfg)>(&occupancy); }) != cudaSuccess) occupancy = 1;
-  // Split K so the CTAs fill whole waves: estimated time ~ waves / splits, plus
-  // 2% per split for writing and adding the partial sums.
+  // Split K so the CTAs fill whole waves, without paying more for the partial
+  // sums than the split saves. In units of one CTA streaming all of K: a CTA
+  // of a split in s streams 1/s of it and writes its fp32 partial tile
+  // (8 Mpad / K of the codes' bytes); the last one of a tile reads all s
+  // (from L2, counted at half: the sweep below fits that best).
+  // (benchmarks/sweep_qgemm_tc_splits.py measures every factor.)
   const int64_t rows = rows_per_cta(a.M);
-  const int64_t tiles = (a.M + rows - 1) / rows * ((a.N + cta_n(a.M) - 1) / cta_n(a.M));
+  const int64_t m_pad = (a.M + rows - 1) / rows * rows;
+  const int64_t tiles = m_pad / rows * ((a.N + cta_n(a.M) - 1) / cta_n(a.M));
   const int64_t slots = int64_t(occupancy) * sm_count();
+  const double partial = 8.0 * double(rows) / double(a.K);
   int64_t max_splits = a.K / kChunkK / 4;
   if (max_splits > kMaxSplits) max_splits = kMaxSplits;
   int best = 1;
   double best_cost = 1e30;
   for (int64_t s = 1; s <= (max_splits > 1 ? max_splits : 1); ++s) {
     const double waves = double((tiles * s + slots - 1) / slots);
-    const double cost = waves / double(s) * (1.0 + 0.02 * double(s));
+    const double cost =
+        waves * (1.0 / double(s) + (s > 1 ? partial : 0.0)) + (s > 1 ? partial * double(s) / 2 : 0.0);
     if (cost < best_cost - 1e-9) {
       best_cost = cost;
       best = int(s);
