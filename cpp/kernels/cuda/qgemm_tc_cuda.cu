@@ -406,30 +406,36 @@ __device__ __forceinline__ void compute_stage(const QGemmTcArgs& a, const Stage<
   }
 }
 
+// Calls f(m, j, half, row, n) for each pair of accumulators acc[m][j][2 half],
+// acc[m][j][2 half + 1] this thread holds: output row `row`, columns n, n + 1
+// (columns past N skipped; rows past M are in the padded workspace).
+template <int MT, typename F>
+__device__ __forceinline__ void for_each_pair(const Ctx& cx, int64_t N, F&& f) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int m = 0; m < MT; ++m)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int64_t row = cx.m0 + m * 16 + g + half * 8, n = cx.n0 + warp * kStripN + j * 8 + 2 * t;
+        if (n < N) f(m, j, half, row, n);
+      }
+}
+
 // Writes the CTA's tile plus bias; `acc` holds the full, scaled sums.
 template <typename T, int MT>
 __device__ __forceinline__ void store_tile(const QGemmTcArgs& a, const Ctx& cx, const float (&acc)[MT][4][4]) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   T* y = reinterpret_cast<T*>(a.y);
   const T* bias = reinterpret_cast<const T*>(a.bias);
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const int64_t n = cx.n0 + warp * kStripN + j * 8 + 2 * t;
-    if (n >= a.N) continue;
+  for_each_pair<MT>(cx, a.N, [&](int m, int j, int half, int64_t row, int64_t n) {
+    if (row >= a.M) return;
     const float b0 = bias ? to_float<T>(bias[n]) : 0.f, b1 = bias ? to_float<T>(bias[n + 1]) : 0.f;
-#pragma unroll
-    for (int m = 0; m < MT; ++m)
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int64_t row = cx.m0 + m * 16 + g + half * 8;
-        if (row < a.M) {
-          typename Half2Of<T>::type out;
-          out.x = from_float<T>(acc[m][j][half * 2] + b0);
-          out.y = from_float<T>(acc[m][j][half * 2 + 1] + b1);
-          *reinterpret_cast<typename Half2Of<T>::type*>(y + row * a.N + n) = out;
-        }
-      }
-  }
+    typename Half2Of<T>::type out;
+    out.x = from_float<T>(acc[m][j][half * 2] + b0);
+    out.y = from_float<T>(acc[m][j][half * 2 + 1] + b1);
+    *reinterpret_cast<typename Half2Of<T>::type*>(y + row * a.N + n) = out;
+  });
 }
 
 template <typename T, typename ScaleT, int MT>
@@ -511,19 +517,11 @@ __global__ void __launch_bounds__(kThreads<MT>) qgemm_w4_tc_kernel(QGemmTcArgs a
   }
   // Split-K: publish this slice's sums; the last CTA of the tile adds all
   // slices in split order (deterministic) and writes the output.
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int64_t m_pad = int64_t(gridDim.x) * MT * 16;
   auto ws_at = [&](int s, int64_t row, int64_t n) { return a.workspace + (int64_t(s) * m_pad + row) * a.N + n; };
-#pragma unroll
-  for (int m = 0; m < MT; ++m)
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int64_t row = cx.m0 + m * 16 + g + half * 8, n = cx.n0 + warp * kStripN + j * 8 + 2 * t;
-        if (n < a.N)
-          __stcg(reinterpret_cast<float2*>(ws_at(split, row, n)), make_float2(acc[m][j][half * 2], acc[m][j][half * 2 + 1]));
-      }
+  for_each_pair<MT>(cx, a.N, [&](int m, int j, int half, int64_t row, int64_t n) {
+    __stcg(reinterpret_cast<float2*>(ws_at(split, row, n)), make_float2(acc[m][j][half * 2], acc[m][j][half * 2 + 1]));
+  });
   __threadfence();
   __syncthreads();
   __shared__ int arrived;
@@ -531,23 +529,16 @@ __global__ void __launch_bounds__(kThreads<MT>) qgemm_w4_tc_kernel(QGemmTcArgs a
   __syncthreads();
   if (arrived != splits - 1) return;
   __threadfence();
-#pragma unroll
-  for (int m = 0; m < MT; ++m)
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int64_t row = cx.m0 + m * 16 + g + half * 8, n = cx.n0 + warp * kStripN + j * 8 + 2 * t;
-        float2 sum = make_float2(0.f, 0.f);
-        if (n < a.N)
-          for (int s = 0; s < splits; ++s) {
-            const float2 v = __ldcg(reinterpret_cast<const float2*>(ws_at(s, row, n)));
-            sum.x += v.x;
-            sum.y += v.y;
-          }
-        acc[m][j][half * 2] = sum.x;
-        acc[m][j][half * 2 + 1] = sum.y;
-      }
+  for_each_pair<MT>(cx, a.N, [&](int m, int j, int half, int64_t row, int64_t n) {
+    float2 sum = make_float2(0.f, 0.f);
+    for (int s = 0; s < splits; ++s) {
+      const float2 v = __ldcg(reinterpret_cast<const float2*>(ws_at(s, row, n)));
+      sum.x += v.x;
+      sum.y += v.y;
+    }
+    acc[m][j][half * 2] = sum.x;
+    acc[m][j][half * 2 + 1] = sum.y;
+  });
   store_tile<T, MT>(a, cx, acc);
 }
 

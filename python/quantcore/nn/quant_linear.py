@@ -51,10 +51,14 @@ class QuantLinear(nn.Module):
 
     ``forward`` runs the fused CPU kernel for 4- and 8-bit weights; on CUDA (a
     build with ``QUANTCORE_ENABLE_CUDA=ON``, fp16/bf16 activations) the GEMV
-    kernel for up to 8 rows and dequantize + cuBLAS beyond; dequantize +
-    ``F.linear`` otherwise. The layer keeps a float32 copy of the scales for the
-    kernel, rebuilt by :meth:`repack` after loading; ``.to(dtype)`` on the model
-    converts the bias but never the scales, which would change the weights.
+    kernel for 1-2 rows, the tensor-core GEMM for 3-128 rows (4-bit) and
+    dequantize + cuBLAS beyond; dequantize + ``F.linear`` otherwise. The layer
+    keeps a float32 copy of the scales for the CPU kernel, rebuilt by
+    :meth:`repack` after loading; ``.to(dtype)`` on the model converts the bias
+    but never the scales, which would change the weights. On a GPU a 4-bit
+    layer also holds its codes and scales in the tensor-core layout
+    (``nn/tc_layout.py``, not saved): the codes then take twice their packed
+    size in GPU memory (the GEMV still reads the canonical ones).
 
     >>> import torch, quantcore
     >>> lin = torch.nn.Linear(64, 32)
