@@ -48,4 +48,12 @@ TORCH_LIBRARY(quantcore, m) {
   // (codes int32 [N/32, 4K], scales [K/group, N], zeros uint8 likewise;
   // cpp/kernels/cuda/qgemm_tc_cuda.h). CUDA only.
   m.def("qgemm_tc(Tensor x, Tensor codes, Tensor scales, Tensor? zeros, Tensor? bias) -> Tensor");
+  // QAT: y = (clamp(round(x / s) + z, 0, 2^bits - 1) - z) * s per group of columns;
+  // scale/zero [rows or 1, cols / group_size], zero None = 2^(bits - 1).
+  // Autograd (straight-through, LSQ) in python/quantcore/qat.py.
+  m.def("qat_fake_quantize(Tensor x, Tensor scale, Tensor? zero, int bits, int group_size) -> Tensor");
+  // Returns (grad_x, grad_scale fp32, grad_zero fp32), the scale/zero grads summed per group.
+  m.def(
+      "qat_fake_quantize_backward(Tensor grad, Tensor x, Tensor scale, Tensor? zero, int bits, int group_size) "
+      "-> (Tensor, Tensor, Tensor)");
 }

@@ -22,6 +22,7 @@ from .config import QuantConfig, RTNConfig
 from .gptq import GPTQConfig
 from .awq import AWQConfig
 from .nn import QuantLinear
+from . import qat
 from . import assets
 from .ops import PER_CHANNEL, PER_TENSOR
 from .quantize import LayerReport, QuantizationReport, quantize_
@@ -41,6 +42,7 @@ __all__ = [
     "save_quantized",
     "load_quantized",
     "ops",
+    "qat",
     "assets",
     "PER_CHANNEL",
     "PER_TENSOR",

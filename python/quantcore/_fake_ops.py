@@ -98,3 +98,16 @@ def _qgemm_tc_fake(x, codes, scales, zeros, bias):
     n, k = codes.shape[0] * 32, codes.shape[1] // 4
     _check(x.dim() == 2 and x.shape[1] == k, f"quantcore.qgemm_tc: x must be [M, {k}]")
     return x.new_empty((x.shape[0], n))
+
+
+@torch.library.register_fake("quantcore::qat_fake_quantize")
+def _qat_fake_quantize_fake(x, scale, zero, bits, group_size):
+    _check(x.dim() == 2 and group_size > 0 and x.shape[1] % group_size == 0,
+           "quantcore.qat_fake_quantize: x must be 2-D with group_size dividing its columns")
+    return torch.empty_like(x)
+
+
+@torch.library.register_fake("quantcore::qat_fake_quantize_backward")
+def _qat_fake_quantize_backward_fake(grad, x, scale, zero, bits, group_size):
+    return (torch.empty_like(x), scale.new_empty(scale.shape, dtype=torch.float32),
+            scale.new_empty(scale.shape, dtype=torch.float32))

@@ -37,3 +37,45 @@ def unpack_torch(packed: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
 if not _C.cuda_kernels:
     _lib = torch.library.Library("quantcore", "IMPL")
     _lib.impl("unpack", unpack_torch, "CUDA")
+
+
+def _qat_grid(x, scale, zero, bits, group_size):
+    rows, cols = x.shape
+    qmax = float((1 << bits) - 1)
+    s = scale.float().repeat_interleave(group_size, 1).expand(rows, cols)
+    z = (zero.float() if zero is not None else torch.full_like(scale, float(1 << (bits - 1)), dtype=torch.float32))
+    z = z.repeat_interleave(group_size, 1).expand(rows, cols)
+    return s, z, qmax
+
+
+def qat_fake_quantize_torch(x, scale, zero, bits: int, group_size: int):
+    """``quantcore.qat_fake_quantize`` with tensor ops (the same arithmetic as the C++ kernel)."""
+    s, z, qmax = _qat_grid(x, scale, zero, bits, group_size)
+    q = torch.clamp(torch.round(x.float() / s) + z, 0, qmax)
+    return ((q - z) * s).to(x.dtype)
+
+
+def qat_fake_quantize_backward_torch(grad, x, scale, zero, bits: int, group_size: int):
+    """``quantcore.qat_fake_quantize_backward`` with tensor ops."""
+    s, z, qmax = _qat_grid(x, scale, zero, bits, group_size)
+    g = grad.float()
+    v = x.float() / s
+    rv = torch.round(v)
+    q = rv + z
+    inside = (q >= 0) & (q <= qmax)
+    qc = torch.clamp(q, 0, qmax)
+    rows, cols = x.shape
+    groups = cols // group_size
+    ds = torch.where(inside, g * (rv - v), g * (qc - z)).view(rows, groups, group_size).sum(-1)
+    dz = torch.where(inside, torch.zeros_like(g), -g * s).view(rows, groups, group_size).sum(-1)
+    if scale.shape[0] == 1 and rows > 1:
+        ds, dz = ds.sum(0, keepdim=True), dz.sum(0, keepdim=True)
+    if zero is None:
+        dz = torch.zeros_like(dz)
+    return torch.where(inside, g, torch.zeros_like(g)).to(x.dtype), ds, dz
+
+
+# No CUDA kernel for QAT yet: tensor ops on the GPU.
+_qat_lib = torch.library.Library("quantcore", "IMPL")
+_qat_lib.impl("qat_fake_quantize", qat_fake_quantize_torch, "CUDA")
+_qat_lib.impl("qat_fake_quantize_backward", qat_fake_quantize_backward_torch, "CUDA")

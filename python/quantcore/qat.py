@@ -1,0 +1,249 @@
+"""Quantization-aware training: fake-quantized linears for ordinary training
+loops, and their conversion to real ``QuantLinear`` layers.
+
+``prepare_(model, QATConfig(...))`` swaps each ``nn.Linear`` / ``Conv1D`` in place
+for a :class:`FakeQuantLinear` whose forward pass uses the weight quantized and
+dequantized on the config's grid (``torch.ops.quantcore.qat_fake_quantize``, a
+C++ kernel with a straight-through backward). Scales (and zero points, when
+asymmetric) start from the RTN grid of the weights and are learned with LSQ /
+LSQ+ gradients. ``convert_(model)`` then stores exactly the codes the training
+simulated, in ``QuantLinear`` layers that save, load and run like any PTQ model.
+
+>>> import torch, quantcore
+>>> from quantcore import qat
+>>> model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
+>>> names = qat.prepare_(model, qat.QATConfig(bits=4, group_size=32))
+>>> loss = model(torch.randn(4, 64)).square().mean(); loss.backward()
+>>> model[0].weight_scale.grad.shape
+torch.Size([64, 2])
+>>> qat.convert_(model); type(model[0]).__name__
+'QuantLinear'
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import ops
+from ._targets import find_targets, replace_module
+from .config import QuantConfig
+from .nn.quant_linear import QuantLinear, is_conv1d
+
+__all__ = ["QATConfig", "FakeQuantLinear", "prepare_", "convert_", "fake_quantize"]
+
+_LEARNABLE = ("lsq", "none")
+_INITS = ("minmax", "mse")
+
+
+@dataclass(frozen=True)
+class QATConfig(QuantConfig):
+    """Fake quantization of the weights during training.
+
+    Args (beyond bits / group_size / sym / scale_dtype, as for RTN):
+        learnable: ``"lsq"`` learns the scales (and, asymmetric, the zero
+            points: LSQ+) with gradients scaled by ``1 / sqrt(N * qmax)``;
+            ``"none"`` keeps the initial grid and trains the weights only.
+        init: the initial grid: ``"minmax"`` (RTN's) or ``"mse"`` (RTN with
+            the MSE clip search).
+
+    The forward pass rounds the scales to ``scale_dtype`` and the zero points to
+    integers (straight through), so ``convert_`` reproduces it exactly.
+    """
+
+    method: ClassVar[str] = "qat"
+
+    learnable: str = "lsq"
+    init: str = "minmax"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.learnable not in _LEARNABLE:
+            raise ValueError(f"learnable must be one of {_LEARNABLE}, got {self.learnable!r}")
+        if self.init not in _INITS:
+            raise ValueError(f"init must be one of {_INITS}, got {self.init!r}")
+
+
+# ------------------------------------------------------------------ the op's autograd
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, scale, zero, bits, group_size = inputs
+    ctx.save_for_backward(x, scale, zero)
+    ctx.bits, ctx.group_size, ctx.has_zero = bits, group_size, zero is not None
+
+
+def _backward(ctx, grad):
+    x, scale, zero = ctx.saved_tensors
+    gx, gs, gz = torch.ops.quantcore.qat_fake_quantize_backward(
+        grad.contiguous(), x, scale, zero if ctx.has_zero else None, ctx.bits, ctx.group_size)
+    return gx, gs.to(scale.dtype), (gz.to(zero.dtype) if ctx.has_zero else None), None, None
+
+
+torch.library.register_autograd("quantcore::qat_fake_quantize", _backward, setup_context=_setup_context)
+
+
+class _GridValue(torch.autograd.Function):
+    """Forward: ``value`` (a rounded copy of ``param``: scales in their storage
+    dtype, integer zero points), exactly. Backward: the gradient goes straight
+    through to ``param``, times ``factor`` (LSQ's gradient scale)."""
+
+    @staticmethod
+    def forward(ctx, param, value, factor):
+        ctx.factor = factor
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.factor, None, None
+
+
+def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero: Optional[torch.Tensor], bits: int,
+                  group_size: int) -> torch.Tensor:
+    """``(clamp(round(x / s) + z, 0, 2**bits - 1) - z) * s`` per group of ``group_size``
+    columns of the 2-D ``x``; ``scale``/``zero`` ``[rows or 1, cols / group_size]``,
+    ``zero=None`` meaning ``2**(bits-1)``. Differentiable (straight through, with
+    the LSQ / LSQ+ derivatives for ``scale`` and ``zero``)."""
+    return torch.ops.quantcore.qat_fake_quantize(x, scale, zero, int(bits), int(group_size))
+
+
+# ------------------------------------------------------------------ the module
+
+class FakeQuantLinear(nn.Module):
+    """A linear layer trained through fake quantization of its weight.
+
+    Parameters: ``weight`` and ``bias`` (the original module's own, so existing
+    references and optimizers keep working), ``weight_scale`` ``[rows, groups]``
+    (``[1, 1]`` per tensor) in float32 and, asymmetric with ``learnable="lsq"``,
+    ``weight_zero``. GPT-2's ``Conv1D`` (weight stored transposed) is supported.
+    """
+
+    def __init__(self, module: nn.Module, config: QATConfig) -> None:
+        super().__init__()
+        if not isinstance(module, nn.Linear) and not is_conv1d(module):
+            raise TypeError(f"expected nn.Linear or Conv1D, got {type(module).__name__}")
+        self.transposed = is_conv1d(module)
+        self.weight = module.weight
+        self.bias = module.bias
+        w = self._weight_2d().detach()
+        self.out_features, self.in_features = w.shape
+        gs = config.group_size
+        self.group_size = self.in_features if gs in (ops.PER_CHANNEL, ops.PER_TENSOR) else gs
+        self.per_tensor = gs == ops.PER_TENSOR
+        if self.in_features % self.group_size:
+            raise ValueError(f"group_size {gs} does not divide in_features {self.in_features}")
+        self.config = config
+        _, scales, zeros = ops.rtn_quantize(
+            w.float().cpu().contiguous(), bits=config.bits, group_size=gs, symmetric=config.sym,
+            mse_clip=config.init == "mse", scale_dtype=config.scale_dtype)
+        scales = scales.float().to(w.device)
+        learn = config.learnable == "lsq"
+        self.weight_scale = nn.Parameter(scales, requires_grad=learn)
+        if config.sym:
+            self.register_parameter("weight_zero", None)
+        else:
+            self.weight_zero = nn.Parameter(zeros.float().to(w.device), requires_grad=learn)
+        # LSQ's gradient scale: 1 / sqrt(weights per scale * positive code range).
+        per_scale = self.out_features * self.in_features if self.per_tensor else self.group_size
+        self.grad_factor = 1.0 / math.sqrt(per_scale * ((1 << (config.bits - 1)) - 1 if config.sym
+                                                        else (1 << config.bits) - 1))
+
+    def _weight_2d(self) -> torch.Tensor:
+        return self.weight.t() if self.transposed else self.weight
+
+    def grid(self):
+        """The grid the forward pass uses: scales rounded to ``scale_dtype``, integer zero points."""
+        qmax = (1 << self.config.bits) - 1
+        tiny = torch.finfo(torch.float16).tiny  # LSQ may push a scale to zero or below
+        s_value = self.weight_scale.detach().to(self.config.scale_dtype).float().clamp_min(tiny)
+        s = _GridValue.apply(self.weight_scale, s_value, self.grad_factor)
+        z = None
+        if self.weight_zero is not None:
+            z = _GridValue.apply(self.weight_zero, self.weight_zero.detach().round().clamp(0, qmax), self.grad_factor)
+        return s, z
+
+    def quantized_weight(self) -> torch.Tensor:
+        s, z = self.grid()
+        return fake_quantize(self._weight_2d().contiguous(), s, z, self.config.bits, self.group_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.quantized_weight().to(x.dtype)
+        return F.linear(x, w, self.bias.to(x.dtype) if self.bias is not None else None)
+
+    def to_quant_linear(self) -> QuantLinear:
+        """The ``QuantLinear`` holding exactly the codes this layer's forward pass uses."""
+        with torch.no_grad():
+            s, z = self.grid()
+            w = self._weight_2d().detach().float()
+            qmax = (1 << self.config.bits) - 1
+            zz = z if z is not None else torch.full_like(s, float(1 << (self.config.bits - 1)))
+            rows = w.shape[0] if s.shape[0] == w.shape[0] else 1
+            s_cols = s.repeat_interleave(self.group_size, 1).expand(w.shape[0], -1) if rows == 1 else \
+                s.repeat_interleave(self.group_size, 1)
+            z_cols = zz.repeat_interleave(self.group_size, 1).expand(w.shape[0], -1) if rows == 1 else \
+                zz.repeat_interleave(self.group_size, 1)
+            codes = torch.clamp(torch.round(w / s_cols) + z_cols, 0, qmax).to(torch.uint8)
+            bias = self.bias.detach() if self.bias is not None else None
+            gs = ops.PER_TENSOR if self.per_tensor else (ops.PER_CHANNEL if self.group_size == self.in_features
+                                                         else self.group_size)
+            layer = QuantLinear.from_codes(
+                codes.cpu(), s.to(self.config.scale_dtype).cpu(), z.to(torch.uint8).cpu() if z is not None else None,
+                bias.cpu() if bias is not None else None, bits=self.config.bits, group_size=gs,
+                dtype=self.weight.dtype)
+        return layer.to(self.weight.device)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bits={c.bits}, "
+                f"group_size={self.group_size}, sym={c.sym}, learnable={c.learnable}")
+
+
+# ------------------------------------------------------------------ prepare / convert
+
+def prepare_(model: nn.Module, config: QATConfig, *, include: Optional[Sequence[str]] = None,
+             exclude: Optional[Sequence[str]] = None, skip_output_embeddings: bool = True) -> List[str]:
+    """Swap the model's linear layers (``include``/``exclude`` name patterns as for
+    ``quantize_``; ``lm_head`` kept in float by default) for :class:`FakeQuantLinear`
+    in place. Returns the names of the swapped layers. Create the optimizer after
+    this call so it sees the new ``weight_scale`` / ``weight_zero`` parameters."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(config, QATConfig):
+        raise TypeError(f"config must be a quantcore.qat.QATConfig, got {type(config).__name__}")
+    targets, _ = find_targets(model, include, exclude, skip_output_embeddings)
+    targets = [(n, m) for n, m in targets if not isinstance(m, FakeQuantLinear)]
+    if not targets:
+        raise ValueError("the model has no nn.Linear or Conv1D layers to prepare"
+                         + (" after include/exclude filtering" if include or exclude else ""))
+    problems = []
+    for name, module in targets:
+        w = module.weight
+        in_f = w.shape[0] if is_conv1d(module) else w.shape[1]
+        if config.group_size > 0 and in_f % config.group_size:
+            problems.append(f"{name}: in_features {in_f} is not divisible by group_size {config.group_size}")
+        elif (in_f * config.bits) % 32:
+            problems.append(f"{name}: in_features {in_f} x {config.bits} bits does not fill whole int32 words")
+        elif not bool(torch.isfinite(w).all()):
+            problems.append(f"{name}: weight contains NaN or Inf")
+    if problems:
+        raise ValueError("cannot prepare:\n  " + "\n  ".join(problems[:10]))
+    new = [(name, FakeQuantLinear(module, config)) for name, module in targets]
+    for name, layer in new:
+        replace_module(model, name, layer)
+    return [name for name, _ in new]
+
+
+def convert_(model: nn.Module) -> List[str]:
+    """Replace every :class:`FakeQuantLinear` by the ``QuantLinear`` holding the codes
+    its forward pass used (outputs equal up to floating-point rounding). Returns
+    the converted names."""
+    names = [n for n, m in model.named_modules() if isinstance(m, FakeQuantLinear)]
+    if not names:
+        raise ValueError("the model has no FakeQuantLinear layers: call qat.prepare_ first")
+    for name in names:
+        replace_module(model, name, model.get_submodule(name).to_quant_linear())
+    return names

@@ -1,0 +1,213 @@
+"""QAT (python/quantcore/qat.py, cpp/kernels/qat_fake_quant.cpp): the fake-quant
+op against RTN and an autograd reference, prepare -> train -> convert on tiny
+models, state_dict resume, torch.compile, bad configs."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import quantcore
+from quantcore import QuantLinear, RTNConfig, qat
+from quantcore._torch_kernels import qat_fake_quantize_backward_torch, qat_fake_quantize_torch
+
+from conftest import make_tiny
+
+
+def grid_for(w, bits, group, sym, scale_dtype=torch.float32):
+    _, scales, zeros = quantcore.ops.rtn_quantize(w, bits, group, sym, scale_dtype=scale_dtype)
+    return scales.float(), (None if sym else zeros.float())
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+@pytest.mark.parametrize("group,sym", [(32, True), (64, False), (-1, True), (-1, False), (0, True)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_forward_equals_rtn_quantize_then_dequantize(bits, group, sym, dtype):
+    w = (torch.randn(48, 128, generator=torch.Generator().manual_seed(bits)) * 0.1).to(dtype)
+    codes, scales, zeros = quantcore.ops.rtn_quantize(w, bits, group, sym, scale_dtype=torch.float16)
+    gs = 128 if group <= 0 else group
+    want = quantcore.ops.dequantize(quantcore.ops.pack(codes, bits, 32), scales.float().expand(48, -1).contiguous()
+                                    if group == 0 else scales.float(),
+                                    None if sym else (zeros.expand(48, -1).contiguous() if group == 0 else zeros),
+                                    bits, gs, torch.float32)
+    got = qat.fake_quantize(w, scales.float(), None if sym else zeros.float(), bits, gs)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.float(), want.to(dtype).float(), rtol=0, atol=0)
+
+
+def reference(x, scale, zero, bits, group):
+    """Fake quantization from differentiable torch ops (round straight through, clamp not)."""
+    rows, cols = x.shape
+    s = scale.repeat_interleave(group, 1).expand(rows, cols)
+    z = (zero if zero is not None else torch.full_like(scale, float(1 << (bits - 1)))).repeat_interleave(
+        group, 1).expand(rows, cols)
+    v = x / s
+    r = v + (torch.round(v) - v).detach()
+    q = torch.clamp(r + z, 0, (1 << bits) - 1)
+    return (q - z) * s
+
+
+@pytest.mark.parametrize("shape,group,scale_rows", [((16, 64), 32, 16), ((7, 96), 96, 7), ((9, 64), 64, 1)])
+@pytest.mark.parametrize("sym", [True, False])
+def test_gradients_match_an_autograd_reference(shape, group, scale_rows, sym):
+    g = torch.Generator().manual_seed(shape[0])
+    x = torch.randn(*shape, generator=g) * 0.2
+    scale = torch.rand(scale_rows, shape[1] // group, generator=g) * 0.02 + 0.01  # small: many values clip
+    zero = None if sym else torch.randint(2, 14, scale.shape, generator=g).float()
+    upstream = torch.randn(*shape, generator=g)
+    args = [t.clone().requires_grad_(True) if t is not None else None for t in (x, scale, zero)]
+    (qat.fake_quantize(args[0], args[1], args[2], 4, group) * upstream).sum().backward()
+    ref = [t.clone().requires_grad_(True) if t is not None else None for t in (x, scale, zero)]
+    (reference(ref[0], ref[1], ref[2], 4, group) * upstream).sum().backward()
+    for a, b in zip(args, ref):
+        if a is not None:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-5)
+    # The tensor-op implementation used on CUDA gives the same values.
+    got = qat_fake_quantize_backward_torch(upstream, x, scale, zero, 4, group)
+    want = torch.ops.quantcore.qat_fake_quantize_backward(upstream, x, scale, zero, 4, group)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(qat_fake_quantize_torch(x, scale, zero, 4, group),
+                               qat.fake_quantize(x, scale, zero, 4, group), rtol=0, atol=0)
+
+
+def test_lsq_gradient_scale_and_learnable_switch():
+    lin = torch.nn.Linear(64, 16)
+    layer = qat.FakeQuantLinear(lin, qat.QATConfig(bits=4, group_size=32, scale_dtype=torch.float32))
+    assert layer.grad_factor == pytest.approx(1 / (32 * 7) ** 0.5)
+    x = torch.randn(5, 64)
+    layer(x).sum().backward()
+    s = layer.weight_scale.detach().clone().requires_grad_(True)
+    torch.nn.functional.linear(x, reference(lin.weight.detach(), s, None, 4, 32), lin.bias).sum().backward()
+    torch.testing.assert_close(layer.weight_scale.grad, s.grad * layer.grad_factor, rtol=1e-4, atol=1e-7)
+    frozen = qat.FakeQuantLinear(torch.nn.Linear(64, 16), qat.QATConfig(bits=4, group_size=32, learnable="none"))
+    assert not frozen.weight_scale.requires_grad
+
+
+@pytest.mark.parametrize("name", ["llama", "gpt2"])
+@pytest.mark.parametrize("sym", [True, False])
+def test_prepare_then_convert_without_training_equals_rtn(name, sym):
+    model = make_tiny(name)
+    ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0))
+    cfg = qat.QATConfig(bits=4, group_size=32, sym=sym)
+    names = qat.prepare_(model, cfg)
+    assert names and all(isinstance(model.get_submodule(n), qat.FakeQuantLinear) for n in names)
+    with torch.no_grad():
+        fake = model(ids).logits
+    qat.convert_(model)
+    rtn = make_tiny(name)
+    quantcore.quantize_(rtn, RTNConfig(bits=4, group_size=32, sym=sym), progress=False)
+    for n in names:
+        a, b = model.get_submodule(n), rtn.get_submodule(n)
+        assert isinstance(a, QuantLinear) and torch.equal(a.qweight, b.qweight) and torch.equal(a.scales, b.scales)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, fake, rtol=1e-4, atol=1e-4)
+
+
+def train(model, ids, steps, lr=1e-3):
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = model(ids, labels=ids).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return opt, losses
+
+
+def test_training_learns_scales_and_convert_reproduces_the_trained_model(tmp_path):
+    model = make_tiny("llama")
+    ids = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(1))
+    qat.prepare_(model, qat.QATConfig(bits=3, group_size=32, sym=False))
+    before = model.model.layers[0].mlp.down_proj.weight_scale.detach().clone()
+    _, losses = train(model, ids, 15, lr=3e-3)
+    assert losses[-1] < losses[0]
+    assert not torch.equal(model.model.layers[0].mlp.down_proj.weight_scale, before)
+    with torch.no_grad():
+        fake = model(ids).logits
+    qat.convert_(model)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, fake, rtol=1e-3, atol=1e-3)
+    loaded = quantcore.load_quantized(quantcore.save_quantized(model, tmp_path / "q"))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, model(ids).logits)
+
+
+def test_state_dict_resume_gives_identical_losses():
+    ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(2))
+    cfg = qat.QATConfig(bits=4, group_size=32, sym=False)
+    a = make_tiny("llama")
+    qat.prepare_(a, cfg)
+    opt, _ = train(a, ids, 3)
+    state, opt_state = copy.deepcopy(a.state_dict()), copy.deepcopy(opt.state_dict())
+    assert any(k.endswith("weight_scale") for k in state) and any(k.endswith("weight_zero") for k in state)
+    continued = train_more(a, opt, ids, 2)
+    b = make_tiny("llama")
+    qat.prepare_(b, cfg)
+    b.load_state_dict(state)
+    opt_b = torch.optim.AdamW([p for p in b.parameters() if p.requires_grad], lr=1e-3)
+    opt_b.load_state_dict(opt_state)
+    assert train_more(b, opt_b, ids, 2) == continued
+
+
+def train_more(model, opt, ids, steps):
+    losses = []
+    for _ in range(steps):
+        loss = model(ids, labels=ids).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def test_autocast_bf16_and_torch_compile_train_steps():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(), torch.nn.Linear(128, 64))
+    qat.prepare_(model, qat.QATConfig(bits=4, group_size=32))
+    x = torch.randn(8, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(x).float().square().mean()
+    loss.backward()
+    assert model[0].weight_scale.grad is not None and model[0].weight.grad is not None
+    eager = model(x)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    out = compiled(x)
+    torch.testing.assert_close(out, eager)
+    out.square().mean().backward()
+
+
+def test_opcheck_of_the_fake_quant_op():
+    x = torch.randn(8, 64)
+    scale = torch.rand(8, 2) * 0.05 + 0.01
+    torch.library.opcheck(torch.ops.quantcore.qat_fake_quantize.default, (x, scale, None, 4, 32))
+    torch.library.opcheck(torch.ops.quantcore.qat_fake_quantize.default,
+                          (x, scale, torch.full((8, 2), 7.0), 4, 32))
+
+
+def test_bad_inputs_raise_clearly():
+    with pytest.raises(ValueError, match="learnable"):
+        qat.QATConfig(learnable="adam")
+    with pytest.raises(ValueError, match="init"):
+        qat.QATConfig(init="gptq-ish")
+    model = torch.nn.Sequential(torch.nn.Linear(48, 8))
+    with pytest.raises(ValueError, match="not divisible by group_size"):
+        qat.prepare_(model, qat.QATConfig(group_size=32))
+    with pytest.raises(TypeError, match="QATConfig"):
+        qat.prepare_(model, RTNConfig())
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        qat.prepare_(model, qat.QATConfig(group_size=16))
+    with pytest.raises(ValueError, match="no FakeQuantLinear"):
+        qat.convert_(torch.nn.Sequential(torch.nn.Linear(8, 8)))
+    x = torch.randn(4, 64)
+    with pytest.raises(ValueError, match="positive"):
+        qat.fake_quantize(x, torch.zeros(4, 2), None, 4, 32)
+    with pytest.raises(ValueError, match="scale must be"):
+        qat.fake_quantize(x, torch.ones(3, 2), None, 4, 32)
+    with pytest.raises(ValueError, match="divide"):
+        qat.fake_quantize(x, torch.ones(4, 2), None, 4, 48)
