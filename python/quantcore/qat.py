@@ -24,9 +24,10 @@ torch.Size([64, 2])
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
-from typing import ClassVar, List, Optional, Sequence
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -35,12 +36,12 @@ from torch import nn
 from . import ops
 from ._targets import find_targets, replace_module
 from .config import QuantConfig
-from .nn.quant_linear import QuantLinear, is_conv1d
+from .nn.quant_linear import QuantLinear, is_conv1d, linear_weight
 
 __all__ = ["QATConfig", "FakeQuantLinear", "prepare_", "convert_", "fake_quantize"]
 
 _LEARNABLE = ("lsq", "none")
-_INITS = ("minmax", "mse")
+_INITS = ("minmax", "mse", "gptq")
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,10 @@ class QATConfig(QuantConfig):
         learnable: ``"lsq"`` learns the scales (and, asymmetric, the zero
             points: LSQ+) with gradients scaled by ``1 / sqrt(N * qmax)``;
             ``"none"`` keeps the initial grid and trains the weights only.
-        init: the initial grid: ``"minmax"`` (RTN's) or ``"mse"`` (RTN with
-            the MSE clip search).
+        init: the initial grid: ``"minmax"`` (RTN's), ``"mse"`` (RTN with
+            the MSE clip search) or ``"gptq"``: GPTQ (without act-order) runs
+            first on calibration data given to ``prepare_``, and training starts
+            from its codes (the float weights become GPTQ's dequantized ones).
 
     The forward pass rounds the scales to ``scale_dtype`` and the zero points to
     integers (straight through), so ``convert_`` reproduces it exactly.
@@ -124,7 +127,8 @@ class FakeQuantLinear(nn.Module):
     ``weight_zero``. GPT-2's ``Conv1D`` (weight stored transposed) is supported.
     """
 
-    def __init__(self, module: nn.Module, config: QATConfig) -> None:
+    def __init__(self, module: nn.Module, config: QATConfig,
+                 grid: Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]] = None) -> None:
         super().__init__()
         if not isinstance(module, nn.Linear) and not is_conv1d(module):
             raise TypeError(f"expected nn.Linear or Conv1D, got {type(module).__name__}")
@@ -139,9 +143,12 @@ class FakeQuantLinear(nn.Module):
         if self.in_features % self.group_size:
             raise ValueError(f"group_size {gs} does not divide in_features {self.in_features}")
         self.config = config
-        _, scales, zeros = ops.rtn_quantize(
-            w.float().cpu().contiguous(), bits=config.bits, group_size=gs, symmetric=config.sym,
-            mse_clip=config.init == "mse", scale_dtype=config.scale_dtype)
+        if grid is not None:  # a PTQ solver's grid for this layer (init="gptq")
+            scales, zeros = grid
+        else:
+            _, scales, zeros = ops.rtn_quantize(
+                w.float().cpu().contiguous(), bits=config.bits, group_size=gs, symmetric=config.sym,
+                mse_clip=config.init == "mse", scale_dtype=config.scale_dtype)
         scales = scales.float().to(w.device)
         learn = config.learnable == "lsq"
         self.weight_scale = nn.Parameter(scales, requires_grad=learn)
@@ -207,11 +214,18 @@ class FakeQuantLinear(nn.Module):
 # ------------------------------------------------------------------ prepare / convert
 
 def prepare_(model: nn.Module, config: QATConfig, *, include: Optional[Sequence[str]] = None,
-             exclude: Optional[Sequence[str]] = None, skip_output_embeddings: bool = True) -> List[str]:
+             exclude: Optional[Sequence[str]] = None, skip_output_embeddings: bool = True,
+             calib: Any = None, tokenizer: Any = None, ptq_config: Optional[QuantConfig] = None,
+             progress: bool = True) -> List[str]:
     """Swap the model's linear layers (``include``/``exclude`` name patterns as for
     ``quantize_``; ``lm_head`` kept in float by default) for :class:`FakeQuantLinear`
     in place. Returns the names of the swapped layers. Create the optimizer after
-    this call so it sees the new ``weight_scale`` / ``weight_zero`` parameters."""
+    this call so it sees the new ``weight_scale`` / ``weight_zero`` parameters.
+
+    ``init="gptq"`` needs ``calib`` (and ``tokenizer`` for text); ``ptq_config``
+    (a ``GPTQConfig`` with the same bits, group size, symmetry and scale dtype,
+    no act-order) sets the solver's options. GPTQ runs on a copy of the model.
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(config, QATConfig):
@@ -233,10 +247,48 @@ def prepare_(model: nn.Module, config: QATConfig, *, include: Optional[Sequence[
             problems.append(f"{name}: weight contains NaN or Inf")
     if problems:
         raise ValueError("cannot prepare:\n  " + "\n  ".join(problems[:10]))
-    new = [(name, FakeQuantLinear(module, config)) for name, module in targets]
+    grids: Dict[str, Tuple[torch.Tensor, Optional[torch.Tensor]]] = {}
+    if config.init == "gptq":
+        grids = _gptq_grids(model, config, targets, include, exclude, skip_output_embeddings, calib, tokenizer,
+                            ptq_config, progress)
+    new = [(name, FakeQuantLinear(module, config, grids.get(name))) for name, module in targets]
     for name, layer in new:
         replace_module(model, name, layer)
     return [name for name, _ in new]
+
+
+def _gptq_grids(model, config, targets, include, exclude, skip_output_embeddings, calib, tokenizer, ptq_config,
+                progress):
+    """Runs GPTQ on a copy of the model; sets each target's float weight to GPTQ's
+    dequantized weight and returns its grid ``{name: (scales, zeros or None)}``."""
+    from .gptq import GPTQConfig
+    from .quantize import quantize_
+
+    if calib is None:
+        raise ValueError('QATConfig(init="gptq") needs calibration data: prepare_(model, cfg, calib=texts, '
+                         'tokenizer=tok)')
+    if config.group_size == ops.PER_TENSOR:
+        raise ValueError('init="gptq" needs per-group or per-channel grids (group_size > 0 or -1)')
+    gptq_cfg = ptq_config or GPTQConfig(bits=config.bits, group_size=config.group_size, sym=config.sym,
+                                        scale_dtype=config.scale_dtype)
+    if not isinstance(gptq_cfg, GPTQConfig):
+        raise TypeError(f"ptq_config must be a GPTQConfig, got {type(gptq_cfg).__name__}")
+    if gptq_cfg.act_order or (gptq_cfg.bits, gptq_cfg.group_size, gptq_cfg.sym, gptq_cfg.scale_dtype) != (
+            config.bits, config.group_size, config.sym, config.scale_dtype):
+        raise ValueError("ptq_config must match the QAT grid (bits, group_size, sym, scale_dtype) and not use "
+                         "act_order (QAT groups are contiguous)")
+    ref = copy.deepcopy(model)
+    quantize_(ref, gptq_cfg, include=include, exclude=exclude, skip_output_embeddings=skip_output_embeddings,
+              calib=calib, tokenizer=tokenizer, progress=progress)
+    grids = {}
+    with torch.no_grad():
+        for name, module in targets:
+            q = ref.get_submodule(name)
+            w = linear_weight(module)
+            w.copy_(q.dequantize(torch.float32).to(device=w.device, dtype=w.dtype))
+            grids[name] = (q.scales.float().to(w.device),
+                           q.zeros.float().to(w.device) if q.zeros is not None else None)
+    return grids
 
 
 def convert_(model: nn.Module) -> List[str]:

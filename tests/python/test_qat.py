@@ -212,3 +212,24 @@ def test_bad_inputs_raise_clearly():
         qat.fake_quantize(x, torch.ones(3, 2), None, 4, 32)
     with pytest.raises(ValueError, match="divide"):
         qat.fake_quantize(x, torch.ones(4, 2), None, 4, 48)
+
+
+def test_init_from_gptq_starts_from_gptqs_codes():
+    from quantcore import GPTQConfig
+
+    ids = torch.randint(0, 256, (8, 32), generator=torch.Generator().manual_seed(3))
+    ptq = GPTQConfig(bits=3, group_size=32, sym=False, n_samples=8, seq_len=32)
+    ref = make_tiny("llama")
+    quantcore.quantize_(ref, ptq, calib=ids, progress=False)
+    model = make_tiny("llama")
+    names = qat.prepare_(model, qat.QATConfig(bits=3, group_size=32, sym=False, init="gptq"), calib=ids,
+                         ptq_config=ptq, progress=False)
+    qat.convert_(model)
+    for n in names:
+        a, b = model.get_submodule(n), ref.get_submodule(n)
+        assert torch.equal(a.qweight, b.qweight) and torch.equal(a.scales, b.scales) and torch.equal(a.zeros, b.zeros)
+    with pytest.raises(ValueError, match="calibration data"):
+        qat.prepare_(make_tiny("llama"), qat.QATConfig(bits=3, group_size=32, init="gptq"))
+    with pytest.raises(ValueError, match="act_order"):
+        qat.prepare_(make_tiny("llama"), qat.QATConfig(bits=3, group_size=32, init="gptq"), calib=ids,
+                     ptq_config=GPTQConfig(bits=3, group_size=32, act_order=True, n_samples=8, seq_len=32))
