@@ -75,7 +75,7 @@ def qat_fake_quantize_backward_torch(grad, x, scale, zero, bits: int, group_size
     return torch.where(inside, g, torch.zeros_like(g)).to(x.dtype), ds, dz
 
 
-# No CUDA kernel for QAT yet: tensor ops on the GPU.
-_qat_lib = torch.library.Library("quantcore", "IMPL")
-_qat_lib.impl("qat_fake_quantize", qat_fake_quantize_torch, "CUDA")
-_qat_lib.impl("qat_fake_quantize_backward", qat_fake_quantize_backward_torch, "CUDA")
+if not _C.cuda_kernels:  # a CUDA build has kernels for these
+    _qat_lib = torch.library.Library("quantcore", "IMPL")
+    _qat_lib.impl("qat_fake_quantize", qat_fake_quantize_torch, "CUDA")
+    _qat_lib.impl("qat_fake_quantize_backward", qat_fake_quantize_backward_torch, "CUDA")

@@ -233,3 +233,39 @@ def test_init_from_gptq_starts_from_gptqs_codes():
     with pytest.raises(ValueError, match="act_order"):
         qat.prepare_(make_tiny("llama"), qat.QATConfig(bits=3, group_size=32, init="gptq"), calib=ids,
                      ptq_config=GPTQConfig(bits=3, group_size=32, act_order=True, n_samples=8, seq_len=32))
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and quantcore._C.cuda_kernels),
+                    reason="needs a CUDA GPU and a build with QUANTCORE_ENABLE_CUDA=ON")
+@pytest.mark.parametrize("group,scale_rows,sym", [(32, 24, True), (64, 24, False), (128, 1, False)])
+def test_cuda_kernels_match_the_cpu_kernel(group, scale_rows, sym):
+    g = torch.Generator().manual_seed(group)
+    x = torch.randn(24, 128, generator=g) * 0.2
+    scale = torch.rand(scale_rows, 128 // group, generator=g) * 0.02 + 0.01
+    zero = None if sym else torch.randint(2, 14, scale.shape, generator=g).float()
+    upstream = torch.randn(24, 128, generator=g)
+    cuda = lambda t: t.cuda() if t is not None else None  # noqa: E731
+    y = qat.fake_quantize(x, scale, zero, 4, group)
+    y_gpu = qat.fake_quantize(x.cuda(), scale.cuda(), cuda(zero), 4, group)
+    assert torch.equal(y_gpu.cpu(), y)
+    want = torch.ops.quantcore.qat_fake_quantize_backward(upstream, x, scale, zero, 4, group)
+    got = torch.ops.quantcore.qat_fake_quantize_backward(upstream.cuda(), x.cuda(), scale.cuda(), cuda(zero), 4,
+                                                         group)
+    assert torch.equal(got[0].cpu(), want[0])
+    for a, b in zip(got[1:], want[1:]):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and quantcore._C.cuda_kernels),
+                    reason="needs a CUDA GPU and a build with QUANTCORE_ENABLE_CUDA=ON")
+def test_qat_trains_and_converts_on_cuda():
+    model = make_tiny("llama").cuda()
+    ids = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(1)).cuda()
+    qat.prepare_(model, qat.QATConfig(bits=4, group_size=32, sym=False))
+    _, losses = train(model, ids, 5, lr=3e-3)
+    assert losses[-1] < losses[0]
+    with torch.no_grad():
+        fake = model(ids).logits
+    qat.convert_(model)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, fake, rtol=1e-3, atol=1e-3)

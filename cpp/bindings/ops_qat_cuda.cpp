@@ -1,0 +1,82 @@
+// CUDA implementations of quantcore::qat_fake_quantize and its backward
+// (kernels in cpp/kernels/cuda/qat_fake_quant_cuda.cu). No host syncs: the
+// scales' positivity is the caller's (quantcore.qat clamps them). Built only
+// with QUANTCORE_ENABLE_CUDA.
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <tuple>
+
+#include "cuda/gptq_block_cuda.h"
+#include "cuda/qat_fake_quant_cuda.h"
+#include "qat_checks.h"
+
+namespace quantcore::bindings {
+namespace {
+
+kernels::QatFakeQuantCudaArgs kernel_args(const QatArgs& p) {
+  kernels::QatFakeQuantCudaArgs a;
+  a.x = p.x.data_ptr<float>();
+  a.scale = p.scale.data_ptr<float>();
+  a.zero = p.zero.defined() ? p.zero.data_ptr<float>() : nullptr;
+  a.row_per_row = p.grid.row_per_row;
+  a.rows = p.rows;
+  a.cols = p.cols;
+  a.group = p.grid.group;
+  a.bits = p.grid.bits;
+  return a;
+}
+
+void check_launch(int code, const char* op) {
+  TORCH_CHECK(code == 0, op, ": CUDA kernel launch failed: ", kernels::cuda_error_string(code));
+}
+
+at::Tensor qat_fake_quantize_cuda(const at::Tensor& x, const at::Tensor& scale, const std::optional<at::Tensor>& zero,
+                                  int64_t bits, int64_t group_size) {
+  constexpr const char* op = "quantcore.qat_fake_quantize";
+  const c10::cuda::CUDAGuard guard(x.device());
+  const QatArgs p = prepare_qat_args(x, scale, zero, bits, group_size, op, /*check_values=*/false);
+  at::Tensor y = at::empty({p.rows, p.cols}, p.x.options());
+  kernels::QatFakeQuantCudaArgs a = kernel_args(p);
+  a.y = y.data_ptr<float>();
+  check_launch(kernels::qat_fake_quant_cuda(a, at::cuda::getCurrentCUDAStream().stream()), op);
+  return y.to(x.scalar_type());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> qat_fake_quantize_backward_cuda(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& scale, const std::optional<at::Tensor>& zero,
+    int64_t bits, int64_t group_size) {
+  constexpr const char* op = "quantcore.qat_fake_quantize_backward";
+  const c10::cuda::CUDAGuard guard(x.device());
+  const QatArgs p = prepare_qat_args(x, scale, zero, bits, group_size, op, /*check_values=*/false);
+  TORCH_CHECK_VALUE(grad.sizes() == x.sizes() && grad.device() == x.device(), op,
+                    ": grad must have the shape and device of x");
+  const at::Tensor g = grad.to(at::kFloat).contiguous();
+  const int64_t groups = p.cols / group_size;
+  at::Tensor grad_x = at::empty({p.rows, p.cols}, p.x.options());
+  at::Tensor gs = at::empty({p.rows, groups}, p.x.options());
+  at::Tensor gz = zero ? at::empty({p.rows, groups}, p.x.options()) : at::zeros({p.rows, groups}, p.x.options());
+  kernels::QatFakeQuantCudaArgs a = kernel_args(p);
+  a.grad_y = g.data_ptr<float>();
+  a.grad_x = grad_x.data_ptr<float>();
+  a.grad_scale = gs.data_ptr<float>();
+  a.grad_zero = zero ? gz.data_ptr<float>() : nullptr;
+  check_launch(kernels::qat_fake_quant_backward_cuda(a, at::cuda::getCurrentCUDAStream().stream()), op);
+  if (!p.grid.row_per_row) {
+    gs = gs.sum(0, /*keepdim=*/true);
+    gz = gz.sum(0, /*keepdim=*/true);
+  }
+  return {grad_x.to(x.scalar_type()), gs, gz};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(quantcore, CUDA, m) {
+  m.impl("qat_fake_quantize", &qat_fake_quantize_cuda);
+  m.impl("qat_fake_quantize_backward", &qat_fake_quantize_backward_cuda);
+}
+
+}  // namespace quantcore::bindings

@@ -1,0 +1,98 @@
+// One warp per (row, group); lanes stride over the group's columns. The
+// rounding (half to even, rintf) and the IEEE division match the CPU kernel,
+// so both devices give identical forward values.
+#include <cuda_runtime.h>
+
+#include "qat_fake_quant_cuda.h"
+
+namespace quantcore::kernels {
+
+namespace {
+
+constexpr int kWarp = 32;
+constexpr int kWarpsPerBlock = 8;
+
+struct Grid {
+  float scale, zero;
+};
+
+__device__ __forceinline__ Grid grid_at(const QatFakeQuantCudaArgs& a, int64_t row, int64_t g, int64_t groups) {
+  const int64_t idx = (a.row_per_row ? row : 0) * groups + g;
+  return {a.scale[idx], a.zero ? a.zero[idx] : float(1 << (a.bits - 1))};
+}
+
+__global__ void forward_kernel(QatFakeQuantCudaArgs a) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t groups = a.cols / a.group;
+  const int64_t item = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
+  if (item >= a.rows * groups) return;
+  const int64_t row = item / groups, g = item % groups;
+  const Grid gg = grid_at(a, row, g, groups);
+  const float qmax = float((1 << a.bits) - 1);
+  const int64_t off = row * a.cols + g * a.group;
+  for (int64_t i = lane; i < a.group; i += kWarp) {
+    const float q = fminf(fmaxf(__fadd_rn(rintf(__fdiv_rn(a.x[off + i], gg.scale)), gg.zero), 0.f), qmax);
+    a.y[off + i] = __fmul_rn(__fsub_rn(q, gg.zero), gg.scale);
+  }
+}
+
+__global__ void backward_kernel(QatFakeQuantCudaArgs a) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t groups = a.cols / a.group;
+  const int64_t item = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
+  if (item >= a.rows * groups) return;
+  const int64_t row = item / groups, g = item % groups;
+  const Grid gg = grid_at(a, row, g, groups);
+  const float qmax = float((1 << a.bits) - 1);
+  const int64_t off = row * a.cols + g * a.group;
+  float ds = 0.f, dz = 0.f;
+  for (int64_t i = lane; i < a.group; i += kWarp) {
+    const float gy = a.grad_y[off + i];
+    const float v = __fdiv_rn(a.x[off + i], gg.scale);
+    const float rv = rintf(v);
+    const float q = __fadd_rn(rv, gg.zero);
+    if (q >= 0.f && q <= qmax) {
+      a.grad_x[off + i] = gy;
+      ds += gy * (rv - v);
+    } else {
+      a.grad_x[off + i] = 0.f;
+      ds += gy * ((q < 0.f ? 0.f : qmax) - gg.zero);
+      dz -= gy * gg.scale;
+    }
+  }
+#pragma unroll
+  for (int o = kWarp / 2; o > 0; o /= 2) {
+    ds += __shfl_xor_sync(0xffffffffu, ds, o);
+    dz += __shfl_xor_sync(0xffffffffu, dz, o);
+  }
+  if (lane == 0) {
+    a.grad_scale[item] = ds;
+    if (a.grad_zero) a.grad_zero[item] = dz;
+  }
+}
+
+bool valid(const QatFakeQuantCudaArgs& a) {
+  return a.bits >= 2 && a.bits <= 8 && a.group > 0 && a.cols % a.group == 0 && a.x && a.scale;
+}
+
+unsigned blocks(const QatFakeQuantCudaArgs& a) {
+  return unsigned((a.rows * (a.cols / a.group) + kWarpsPerBlock - 1) / kWarpsPerBlock);
+}
+
+}  // namespace
+
+int qat_fake_quant_cuda(const QatFakeQuantCudaArgs& a, void* stream) {
+  if (!valid(a) || !a.y) return int(cudaErrorInvalidValue);
+  if (a.rows * a.cols == 0) return 0;
+  forward_kernel<<<blocks(a), kWarp * kWarpsPerBlock, 0, static_cast<cudaStream_t>(stream)>>>(a);
+  return int(cudaGetLastError());
+}
+
+int qat_fake_quant_backward_cuda(const QatFakeQuantCudaArgs& a, void* stream) {
+  if (!valid(a) || !a.grad_y || !a.grad_x || !a.grad_scale) return int(cudaErrorInvalidValue);
+  if (a.rows * a.cols == 0) return 0;
+  backward_kernel<<<blocks(a), kWarp * kWarpsPerBlock, 0, static_cast<cudaStream_t>(stream)>>>(a);
+  return int(cudaGetLastError());
+}
+
+}  // namespace quantcore::kernels

@@ -1,0 +1,28 @@
+// QAT fake quantization on the GPU: the forward and straight-through / LSQ
+// backward of cpp/kernels/qat_fake_quant.h, same arithmetic, one warp per
+// (row, group). Free of CUDA and torch headers.
+#pragma once
+
+#include <cstdint>
+
+namespace quantcore::kernels {
+
+struct QatFakeQuantCudaArgs {
+  const float* x = nullptr;       // [rows, cols]
+  const float* scale = nullptr;   // [rows or 1, cols / group]
+  const float* zero = nullptr;    // same shape, or null (2^(bits - 1))
+  bool row_per_row = true;
+  int64_t rows = 0, cols = 0, group = 0;
+  int bits = 4;
+  float* y = nullptr;             // forward: [rows, cols]
+  const float* grad_y = nullptr;  // backward inputs / outputs:
+  float* grad_x = nullptr;        // [rows, cols]
+  float* grad_scale = nullptr;    // [rows, cols / group] (per row of x)
+  float* grad_zero = nullptr;     // [rows, cols / group] or null
+};
+
+// Return cudaError_t codes (0 = ok).
+int qat_fake_quant_cuda(const QatFakeQuantCudaArgs& a, void* stream);
+int qat_fake_quant_backward_cuda(const QatFakeQuantCudaArgs& a, void* stream);
+
+}  // namespace quantcore::kernels
