@@ -17,9 +17,15 @@
 namespace quantcore::bindings {
 namespace {
 
+kernels::GpuFloat gpu_float(at::ScalarType t) {
+  return t == at::kHalf ? kernels::GpuFloat::kF16 : t == at::kBFloat16 ? kernels::GpuFloat::kBF16
+                                                                        : kernels::GpuFloat::kF32;
+}
+
 kernels::QatFakeQuantCudaArgs kernel_args(const QatArgs& p) {
   kernels::QatFakeQuantCudaArgs a;
-  a.x = p.x.data_ptr<float>();
+  a.x = p.x.data_ptr();
+  a.dtype = gpu_float(p.x.scalar_type());
   a.scale = p.scale.data_ptr<float>();
   a.zero = p.zero.defined() ? p.zero.data_ptr<float>() : nullptr;
   a.row_per_row = p.grid.row_per_row;
@@ -38,12 +44,13 @@ at::Tensor qat_fake_quantize_cuda(const at::Tensor& x, const at::Tensor& scale, 
                                   int64_t bits, int64_t group_size) {
   constexpr const char* op = "quantcore.qat_fake_quantize";
   const c10::cuda::CUDAGuard guard(x.device());
-  const QatArgs p = prepare_qat_args(x, scale, zero, bits, group_size, op, /*check_values=*/false);
+  const QatArgs p = prepare_qat_args(x, scale, zero, bits, group_size, op, /*check_values=*/false,
+                                     /*x_as_float=*/false);
   at::Tensor y = at::empty({p.rows, p.cols}, p.x.options());
   kernels::QatFakeQuantCudaArgs a = kernel_args(p);
-  a.y = y.data_ptr<float>();
+  a.y = y.data_ptr();
   check_launch(kernels::qat_fake_quant_cuda(a, at::cuda::getCurrentCUDAStream().stream()), op);
-  return y.to(x.scalar_type());
+  return y;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> qat_fake_quantize_backward_cuda(
@@ -51,17 +58,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> qat_fake_quantize_backward_cuda(
     int64_t bits, int64_t group_size) {
   constexpr const char* op = "quantcore.qat_fake_quantize_backward";
   const c10::cuda::CUDAGuard guard(x.device());
-  const QatArgs p = prepare_qat_args(x, scale, zero, bits, group_size, op, /*check_values=*/false);
+  const QatArgs p = prepare_qat_args(x, scale, zero, bits, group_size, op, /*check_values=*/false,
+                                     /*x_as_float=*/false);
   TORCH_CHECK_VALUE(grad.sizes() == x.sizes() && grad.device() == x.device(), op,
                     ": grad must have the shape and device of x");
-  const at::Tensor g = grad.to(at::kFloat).contiguous();
+  const at::Tensor g = grad.to(p.x.scalar_type()).contiguous();
   const int64_t groups = p.cols / group_size;
+  const auto f32 = p.scale.options();
   at::Tensor grad_x = at::empty({p.rows, p.cols}, p.x.options());
-  at::Tensor gs = at::empty({p.rows, groups}, p.x.options());
-  at::Tensor gz = zero ? at::empty({p.rows, groups}, p.x.options()) : at::zeros({p.rows, groups}, p.x.options());
+  at::Tensor gs = at::empty({p.rows, groups}, f32);
+  at::Tensor gz = zero ? at::empty({p.rows, groups}, f32) : at::zeros({p.rows, groups}, f32);
   kernels::QatFakeQuantCudaArgs a = kernel_args(p);
-  a.grad_y = g.data_ptr<float>();
-  a.grad_x = grad_x.data_ptr<float>();
+  a.grad_y = g.data_ptr();
+  a.grad_x = grad_x.data_ptr();
   a.grad_scale = gs.data_ptr<float>();
   a.grad_zero = zero ? gz.data_ptr<float>() : nullptr;
   check_launch(kernels::qat_fake_quant_backward_cuda(a, at::cuda::getCurrentCUDAStream().stream()), op);
@@ -69,7 +78,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> qat_fake_quantize_backward_cuda(
     gs = gs.sum(0, /*keepdim=*/true);
     gz = gz.sum(0, /*keepdim=*/true);
   }
-  return {grad_x.to(x.scalar_type()), gs, gz};
+  return {grad_x, gs, gz};
 }
 
 }  // namespace

@@ -12,7 +12,7 @@
 namespace quantcore::bindings {
 
 struct QatArgs {
-  at::Tensor x, scale, zero;  // float32, contiguous
+  at::Tensor x, scale, zero;  // contiguous; scale and zero float32, x float32 unless kept in its dtype
   kernels::FakeQuantGrid grid;
   int64_t rows, cols;
 };
@@ -22,7 +22,8 @@ struct QatArgs {
 // (a host sync on a GPU, where the CUDA path leaves it to the caller:
 // quantcore.qat's modules clamp their scales).
 inline QatArgs prepare_qat_args(const at::Tensor& x, const at::Tensor& scale, const std::optional<at::Tensor>& zero,
-                                int64_t bits, int64_t group_size, const char* op, bool check_values = true) {
+                                int64_t bits, int64_t group_size, const char* op, bool check_values = true,
+                                bool x_as_float = true) {
   TORCH_CHECK_VALUE(scale.device() == x.device(), op, ": scale must be on x's device");
   check_float(x, op, "x");
   check_float(scale, op, "scale");
@@ -38,7 +39,7 @@ inline QatArgs prepare_qat_args(const at::Tensor& x, const at::Tensor& scale, co
   QatArgs p;
   p.rows = rows;
   p.cols = cols;
-  p.x = x.to(at::kFloat).contiguous();
+  p.x = x_as_float ? x.to(at::kFloat).contiguous() : x.contiguous();
   p.scale = scale.to(at::kFloat).contiguous();
   if (check_values)
     TORCH_CHECK_VALUE((p.scale > 0).all().item<bool>() && at::isfinite(p.scale).all().item<bool>(), op,

@@ -254,6 +254,14 @@ def test_cuda_kernels_match_the_cpu_kernel(group, scale_rows, sym):
     assert torch.equal(got[0].cpu(), want[0])
     for a, b in zip(got[1:], want[1:]):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-5)
+    # bf16 in and out on the GPU (no fp32 copies): the CPU kernel's values, rounded once.
+    xb, ub = x.bfloat16(), upstream.bfloat16()
+    yb = qat.fake_quantize(xb.cuda(), scale.cuda(), cuda(zero), 4, group)
+    assert yb.dtype == torch.bfloat16 and torch.equal(yb.cpu(), qat.fake_quantize(xb, scale, zero, 4, group))
+    gb = torch.ops.quantcore.qat_fake_quantize_backward(ub.cuda(), xb.cuda(), scale.cuda(), cuda(zero), 4, group)
+    wb = torch.ops.quantcore.qat_fake_quantize_backward(ub, xb, scale, zero, 4, group)
+    assert gb[0].dtype == torch.bfloat16 and torch.equal(gb[0].cpu(), wb[0])
+    torch.testing.assert_close(gb[1].cpu(), wb[1], rtol=1e-3, atol=1e-4)
 
 
 @pytest.mark.skipif(not (torch.cuda.is_available() and quantcore._C.cuda_kernels),

@@ -1,8 +1,11 @@
 // One warp per (row, group); lanes stride over the group's columns. The
 // rounding (half to even, rintf) and the IEEE division match the CPU kernel,
 // so both devices give identical forward values.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "float_types.cuh"
 #include "qat_fake_quant_cuda.h"
 
 namespace quantcore::kernels {
@@ -21,7 +24,12 @@ __device__ __forceinline__ Grid grid_at(const QatFakeQuantCudaArgs& a, int64_t r
   return {a.scale[idx], a.zero ? a.zero[idx] : float(1 << (a.bits - 1))};
 }
 
+// Inputs and outputs in their own dtype (no fp32 copies of a bf16 weight):
+// the math is fp32, so values equal the CPU kernel's on the fp32-converted input.
+template <typename T>
 __global__ void forward_kernel(QatFakeQuantCudaArgs a) {
+  const T* x = static_cast<const T*>(a.x);
+  T* y = static_cast<T*>(a.y);
   const int lane = threadIdx.x % kWarp;
   const int64_t groups = a.cols / a.group;
   const int64_t item = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
@@ -31,12 +39,16 @@ __global__ void forward_kernel(QatFakeQuantCudaArgs a) {
   const float qmax = float((1 << a.bits) - 1);
   const int64_t off = row * a.cols + g * a.group;
   for (int64_t i = lane; i < a.group; i += kWarp) {
-    const float q = fminf(fmaxf(__fadd_rn(rintf(__fdiv_rn(a.x[off + i], gg.scale)), gg.zero), 0.f), qmax);
-    a.y[off + i] = __fmul_rn(__fsub_rn(q, gg.zero), gg.scale);
+    const float q = fminf(fmaxf(__fadd_rn(rintf(__fdiv_rn(to_float<T>(x[off + i]), gg.scale)), gg.zero), 0.f), qmax);
+    y[off + i] = from_float<T>(__fmul_rn(__fsub_rn(q, gg.zero), gg.scale));
   }
 }
 
+template <typename T>
 __global__ void backward_kernel(QatFakeQuantCudaArgs a) {
+  const T* x = static_cast<const T*>(a.x);
+  const T* grad_y = static_cast<const T*>(a.grad_y);
+  T* grad_x = static_cast<T*>(a.grad_x);
   const int lane = threadIdx.x % kWarp;
   const int64_t groups = a.cols / a.group;
   const int64_t item = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
@@ -47,15 +59,15 @@ __global__ void backward_kernel(QatFakeQuantCudaArgs a) {
   const int64_t off = row * a.cols + g * a.group;
   float ds = 0.f, dz = 0.f;
   for (int64_t i = lane; i < a.group; i += kWarp) {
-    const float gy = a.grad_y[off + i];
-    const float v = __fdiv_rn(a.x[off + i], gg.scale);
+    const float gy = to_float<T>(grad_y[off + i]);
+    const float v = __fdiv_rn(to_float<T>(x[off + i]), gg.scale);
     const float rv = rintf(v);
     const float q = __fadd_rn(rv, gg.zero);
     if (q >= 0.f && q <= qmax) {
-      a.grad_x[off + i] = gy;
+      grad_x[off + i] = grad_y[off + i];
       ds += gy * (rv - v);
     } else {
-      a.grad_x[off + i] = 0.f;
+      grad_x[off + i] = from_float<T>(0.f);
       ds += gy * ((q < 0.f ? 0.f : qmax) - gg.zero);
       dz -= gy * gg.scale;
     }
@@ -84,14 +96,24 @@ unsigned blocks(const QatFakeQuantCudaArgs& a) {
 int qat_fake_quant_cuda(const QatFakeQuantCudaArgs& a, void* stream) {
   if (!valid(a) || !a.y) return int(cudaErrorInvalidValue);
   if (a.rows * a.cols == 0) return 0;
-  forward_kernel<<<blocks(a), kWarp * kWarpsPerBlock, 0, static_cast<cudaStream_t>(stream)>>>(a);
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  switch (a.dtype) {
+    case GpuFloat::kF16: forward_kernel<__half><<<blocks(a), kWarp * kWarpsPerBlock, 0, s>>>(a); break;
+    case GpuFloat::kBF16: forward_kernel<__nv_bfloat16><<<blocks(a), kWarp * kWarpsPerBlock, 0, s>>>(a); break;
+    default: forward_kernel<float><<<blocks(a), kWarp * kWarpsPerBlock, 0, s>>>(a); break;
+  }
   return int(cudaGetLastError());
 }
 
 int qat_fake_quant_backward_cuda(const QatFakeQuantCudaArgs& a, void* stream) {
   if (!valid(a) || !a.grad_y || !a.grad_x || !a.grad_scale) return int(cudaErrorInvalidValue);
   if (a.rows * a.cols == 0) return 0;
-  backward_kernel<<<blocks(a), kWarp * kWarpsPerBlock, 0, static_cast<cudaStream_t>(stream)>>>(a);
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  switch (a.dtype) {
+    case GpuFloat::kF16: backward_kernel<__half><<<blocks(a), kWarp * kWarpsPerBlock, 0, s>>>(a); break;
+    case GpuFloat::kBF16: backward_kernel<__nv_bfloat16><<<blocks(a), kWarp * kWarpsPerBlock, 0, s>>>(a); break;
+    default: backward_kernel<float><<<blocks(a), kWarp * kWarpsPerBlock, 0, s>>>(a); break;
+  }
   return int(cudaGetLastError());
 }
 

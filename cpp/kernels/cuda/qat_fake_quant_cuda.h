@@ -5,18 +5,21 @@
 
 #include <cstdint>
 
+#include "qgemv_cuda.h"
+
 namespace quantcore::kernels {
 
 struct QatFakeQuantCudaArgs {
-  const float* x = nullptr;       // [rows, cols]
+  const void* x = nullptr;        // [rows, cols], `dtype`
   const float* scale = nullptr;   // [rows or 1, cols / group]
   const float* zero = nullptr;    // same shape, or null (2^(bits - 1))
   bool row_per_row = true;
   int64_t rows = 0, cols = 0, group = 0;
   int bits = 4;
-  float* y = nullptr;             // forward: [rows, cols]
-  const float* grad_y = nullptr;  // backward inputs / outputs:
-  float* grad_x = nullptr;        // [rows, cols]
+  GpuFloat dtype = GpuFloat::kF32;  // of x, y, grad_y, grad_x; the math is fp32
+  void* y = nullptr;              // forward: [rows, cols], `dtype`
+  const void* grad_y = nullptr;   // backward inputs / outputs, `dtype`:
+  void* grad_x = nullptr;         // [rows, cols], `dtype`
   float* grad_scale = nullptr;    // [rows, cols / group] (per row of x)
   float* grad_zero = nullptr;     // [rows, cols / group] or null
 };
