@@ -109,14 +109,7 @@ def test_prepare_then_convert_without_training_equals_rtn(name, sym):
 
 def train(model, ids, steps, lr=1e-3):
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    losses = []
-    for _ in range(steps):
-        loss = model(ids, labels=ids).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    return opt, losses
+    return opt, train_more(model, opt, ids, steps)
 
 
 def test_training_learns_scales_and_convert_reproduces_the_trained_model(tmp_path):
