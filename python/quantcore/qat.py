@@ -35,6 +35,7 @@ from torch import nn
 
 from . import ops
 from ._targets import find_targets, replace_module
+from ._torch_kernels import _qat_grid
 from .config import QuantConfig
 from .nn.quant_linear import QuantLinear, is_conv1d, linear_weight
 
@@ -188,13 +189,7 @@ class FakeQuantLinear(nn.Module):
         with torch.no_grad():
             s, z = self.grid()
             w = self._weight_2d().detach().float()
-            qmax = (1 << self.config.bits) - 1
-            zz = z if z is not None else torch.full_like(s, float(1 << (self.config.bits - 1)))
-            rows = w.shape[0] if s.shape[0] == w.shape[0] else 1
-            s_cols = s.repeat_interleave(self.group_size, 1).expand(w.shape[0], -1) if rows == 1 else \
-                s.repeat_interleave(self.group_size, 1)
-            z_cols = zz.repeat_interleave(self.group_size, 1).expand(w.shape[0], -1) if rows == 1 else \
-                zz.repeat_interleave(self.group_size, 1)
+            s_cols, z_cols, qmax = _qat_grid(w, s, z, self.config.bits, self.group_size)
             codes = torch.clamp(torch.round(w / s_cols) + z_cols, 0, qmax).to(torch.uint8)
             bias = self.bias.detach() if self.bias is not None else None
             gs = ops.PER_TENSOR if self.per_tensor else (ops.PER_CHANNEL if self.group_size == self.in_features

@@ -50,11 +50,8 @@ def _pack_nibbles(codes: torch.Tensor) -> torch.Tensor:
     return torch.where(w >= 2**31, w - 2**32, w).to(torch.int32)
 
 
-def _groups_to_tc(t: torch.Tensor) -> torch.Tensor:
-    return t.t().contiguous()
-
-
-def _groups_from_tc(t: torch.Tensor) -> torch.Tensor:
+def _transposed(t: torch.Tensor) -> torch.Tensor:
+    # Group scales / zeros: canonical [N, G] <-> tensor-core [G, N].
     return t.t().contiguous()
 
 
@@ -73,8 +70,8 @@ def to_tc_layout(qweight: torch.Tensor, scales: torch.Tensor, zeros: Optional[to
         raise ValueError("zeros must have the shape of scales")
     c = _unpack_nibbles(qweight).reshape(n // 32, 2, 2, 8, k // 32, 2, 2, 4, 2).permute(*_TO_TC)
     codes = _pack_nibbles(c.reshape(n // 32, -1)).contiguous()
-    return (codes, _groups_to_tc(scales),
-            _groups_to_tc(zeros) if zeros is not None else None)
+    return (codes, _transposed(scales),
+            _transposed(zeros) if zeros is not None else None)
 
 
 def from_tc_layout(codes: torch.Tensor, scales: torch.Tensor, zeros: Optional[torch.Tensor]
@@ -84,5 +81,5 @@ def from_tc_layout(codes: torch.Tensor, scales: torch.Tensor, zeros: Optional[to
     n = strips * 32
     c = _unpack_nibbles(codes).reshape(strips, k // 32, 8, 4, 2, 2, 2, 2, 2).permute(*_FROM_TC)
     qweight = _pack_nibbles(c.reshape(n, k))
-    return (qweight, _groups_from_tc(scales),
-            _groups_from_tc(zeros) if zeros is not None else None)
+    return (qweight, _transposed(scales),
+            _transposed(zeros) if zeros is not None else None)
