@@ -3,7 +3,7 @@ model (random weights) in float vs with every decoder linear fake-quantized
 (``quantcore.qat``, W4 g128, learnable LSQ scales), on the same batches.
 
 Run: python benchmarks/bench_qat_step.py [--device cuda] [--layers 8 --hidden 2048 --mlp 5632]
-     [--batch 4 --seq-len 512] [--dtype bfloat16] [--json FILE]
+     [--batch 4 --seq-len 512] [--dtype bfloat16] [--activation int8_per_token] [--json FILE] [--profile]
 Prints the median step time of each and the ratio (issue 6's target: <= 1.3x).
 """
 
@@ -47,6 +47,33 @@ def step_times(model, batches, steps):
     return sorted(times[2:])[len(times[2:]) // 2]
 
 
+def profile_step(model, batch, label):
+    """Prints the kernels and operators of one training step by self device time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if batch.is_cuda else [])
+    for i in range(3):  # the last step is recorded, after warm-up
+        with profile(activities=acts) if i == 2 else _null() as prof:
+            loss = model(batch, labels=batch).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if batch.is_cuda:
+                torch.cuda.synchronize()
+    key = "self_cuda_time_total" if batch.is_cuda else "self_cpu_time_total"
+    print(f"--- {label}")
+    print(prof.key_averages().table(sort_by=key, row_limit=25))
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
@@ -58,16 +85,22 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--activation", default=None, help="e.g. int8_per_token: also fake-quantize the inputs")
+    ap.add_argument("--profile", action="store_true", help="print a torch.profiler table of one step of each")
     args = ap.parse_args()
     g = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, 32000, (args.batch, args.seq_len), generator=g).to(args.device) for _ in range(4)]
     out = {"args": {k: v for k, v in vars(args).items() if k != "json"}}
     model = build(args)
     out["float_s"] = step_times(model, batches, args.steps)
+    if args.profile:
+        profile_step(model, batches[0], "float")
     del model
     model = build(args)
-    qat.prepare_(model, qat.QATConfig(bits=4, group_size=128))
+    qat.prepare_(model, qat.QATConfig(bits=4, group_size=128, activation=args.activation))
     out["qat_s"] = step_times(model, batches, args.steps)
+    if args.profile:
+        profile_step(model, batches[0], "qat")
     out["overhead"] = out["qat_s"] / out["float_s"]
     if args.device.startswith("cuda"):
         out["gpu"] = torch.cuda.get_device_name()

@@ -50,10 +50,19 @@ TORCH_LIBRARY(quantcore, m) {
   m.def("qgemm_tc(Tensor x, Tensor codes, Tensor scales, Tensor? zeros, Tensor? bias) -> Tensor");
   // QAT: y = (clamp(round(x / s) + z, 0, 2^bits - 1) - z) * s per group of columns;
   // scale/zero [rows or 1, cols / group_size], zero None = 2^(bits - 1).
-  // Autograd (straight-through, LSQ) in python/quantcore/qat.py.
-  m.def("qat_fake_quantize(Tensor x, Tensor scale, Tensor? zero, int bits, int group_size) -> Tensor");
+  // grid_dtype set: scale/zero are learnable parameters, snapped first (scales
+  // rounded to grid_dtype and floored at fp16's smallest normal, zeros rounded
+  // and clamped), straight through; grad_factor scales their gradients (LSQ).
+  // Autograd (straight-through, LSQ) in ops_qat_autograd.cpp.
+  m.def(
+      "qat_fake_quantize(Tensor x, Tensor scale, Tensor? zero, int bits, int group_size, "
+      "ScalarType? grid_dtype=None, float grad_factor=1.0) -> Tensor");
   // Returns (grad_x, grad_scale fp32, grad_zero fp32), the scale/zero grads summed per group.
   m.def(
-      "qat_fake_quantize_backward(Tensor grad, Tensor x, Tensor scale, Tensor? zero, int bits, int group_size) "
-      "-> (Tensor, Tensor, Tensor)");
+      "qat_fake_quantize_backward(Tensor grad, Tensor x, Tensor scale, Tensor? zero, int bits, int group_size, "
+      "ScalarType? grid_dtype=None, float grad_factor=1.0) -> (Tensor, Tensor, Tensor)");
+  // Dynamic per-token fake quantization of activations x [..., cols]: each row
+  // quantized with RTN's min/max grid of its own values (fp32 scale) and
+  // dequantized; rows with NaN/Inf come back NaN. Backward: straight through.
+  m.def("fake_quantize_per_token(Tensor x, int bits, bool symmetric) -> Tensor");
 }

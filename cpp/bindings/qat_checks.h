@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <optional>
 
 #include "qat_fake_quant.h"
@@ -21,8 +22,11 @@ struct QatArgs {
 // check_values: also require finite positive scales and finite zero points
 // (a host sync on a GPU, where the CUDA path leaves it to the caller:
 // quantcore.qat's modules clamp their scales).
+// grid_dtype set: a learnable grid the kernels snap (then the scales only need
+// to be finite) and grad_factor for its gradients.
 inline QatArgs prepare_qat_args(const at::Tensor& x, const at::Tensor& scale, const std::optional<at::Tensor>& zero,
-                                int64_t bits, int64_t group_size, const char* op, bool check_values = true,
+                                int64_t bits, int64_t group_size, std::optional<at::ScalarType> grid_dtype,
+                                double grad_factor, const char* op, bool check_values = true,
                                 bool x_as_float = true) {
   TORCH_CHECK_VALUE(scale.device() == x.device(), op, ": scale must be on x's device");
   check_float(x, op, "x");
@@ -41,9 +45,11 @@ inline QatArgs prepare_qat_args(const at::Tensor& x, const at::Tensor& scale, co
   p.cols = cols;
   p.x = x_as_float ? x.to(at::kFloat).contiguous() : x.contiguous();
   p.scale = scale.to(at::kFloat).contiguous();
-  if (check_values)
-    TORCH_CHECK_VALUE((p.scale > 0).all().item<bool>() && at::isfinite(p.scale).all().item<bool>(), op,
-                      ": scale must be finite and positive");
+  if (check_values) {
+    // A learnable grid may hold non-positive raw scales: the kernels floor them.
+    const bool ok = at::isfinite(p.scale).all().item<bool>() && (grid_dtype || (p.scale > 0).all().item<bool>());
+    TORCH_CHECK_VALUE(ok, op, grid_dtype ? ": scale contains NaN or Inf" : ": scale must be finite and positive");
+  }
   if (zero) {
     TORCH_CHECK_VALUE(zero->device() == x.device(), op, ": zero must be on x's device");
     check_float(*zero, op, "zero");
@@ -56,6 +62,32 @@ inline QatArgs prepare_qat_args(const at::Tensor& x, const at::Tensor& scale, co
   p.grid.row_per_row = scale.size(0) == rows;
   p.grid.group = group_size;
   p.grid.bits = int(bits);
+  p.grid.snap = grid_dtype.has_value();
+  if (grid_dtype) p.grid.scale_type = scale_type(*grid_dtype, op);
+  TORCH_CHECK_VALUE(std::isfinite(grad_factor), op, ": grad_factor must be finite");
+  p.grid.grad_factor = float(grad_factor);
+  return p;
+}
+
+}  // namespace quantcore::bindings
+
+namespace quantcore::bindings {
+
+struct PerTokenArgs {
+  at::Tensor x;  // [rows, cols], contiguous, x's dtype
+  int64_t rows, cols;
+};
+
+// quantcore::fake_quantize_per_token's checks: x float [..., cols], cols > 0.
+inline PerTokenArgs prepare_per_token_args(const at::Tensor& x, int64_t bits, const char* op) {
+  check_float(x, op, "x");
+  check_bits(bits, 2, 8, op);
+  TORCH_CHECK_VALUE(x.dim() >= 1 && x.size(-1) > 0, op, ": x must be [..., features] with features > 0, got ",
+                    x.sizes());
+  PerTokenArgs p;
+  p.cols = x.size(-1);
+  p.rows = x.numel() / p.cols;
+  p.x = x.reshape({p.rows, p.cols}).contiguous();
   return p;
 }
 

@@ -2,15 +2,9 @@
 
 #include <algorithm>
 
-#include "round_even.h"
-
 namespace quantcore::kernels {
 
 namespace {
-
-struct GroupGridView {
-  float scale, zero;
-};
 
 // Calls f(group grid, offset of the group's first value, index of the group in
 // [rows, groups]) for every group of rows [row_begin, row_end).
@@ -18,11 +12,8 @@ template <typename F>
 void for_each_group(const FakeQuantGrid& grid, int64_t cols, int64_t row_begin, int64_t row_end, F&& f) {
   const int64_t groups = cols / grid.group;
   for (int64_t r = row_begin; r < row_end; ++r)
-    for (int64_t g = 0; g < groups; ++g) {
-      const int64_t idx = (grid.row_per_row ? r : 0) * groups + g;
-      const GroupGridView gg{grid.scale[idx], grid.zero ? grid.zero[idx] : float(1 << (grid.bits - 1))};
-      f(gg, r * cols + g * grid.group, r * groups + g);
-    }
+    for (int64_t g = 0; g < groups; ++g)
+      f(group_grid_value(grid, (grid.row_per_row ? r : 0) * groups + g), r * cols + g * grid.group, r * groups + g);
 }
 
 }  // namespace
@@ -30,7 +21,7 @@ void for_each_group(const FakeQuantGrid& grid, int64_t cols, int64_t row_begin, 
 void qat_fake_quant_rows(const float* x, int64_t cols, const FakeQuantGrid& grid, float* y, int64_t row_begin,
                          int64_t row_end) {
   const float qmax = float((1 << grid.bits) - 1);
-  for_each_group(grid, cols, row_begin, row_end, [&](const GroupGridView& gg, int64_t off, int64_t) {
+  for_each_group(grid, cols, row_begin, row_end, [&](const GroupGridValue& gg, int64_t off, int64_t) {
     for (int64_t i = 0; i < grid.group; ++i) {
       const float q = std::min(std::max(round_even(x[off + i] / gg.scale) + gg.zero, 0.f), qmax);
       y[off + i] = (q - gg.zero) * gg.scale;
@@ -42,7 +33,7 @@ void qat_fake_quant_backward_rows(const float* grad_y, const float* x, int64_t c
                                   float* grad_x, float* grad_scale, float* grad_zero, int64_t row_begin,
                                   int64_t row_end) {
   const float qmax = float((1 << grid.bits) - 1);
-  for_each_group(grid, cols, row_begin, row_end, [&](const GroupGridView& gg, int64_t off, int64_t group_index) {
+  for_each_group(grid, cols, row_begin, row_end, [&](const GroupGridValue& gg, int64_t off, int64_t group_index) {
     float ds = 0.f, dz = 0.f;
     for (int64_t i = 0; i < grid.group; ++i) {
       const float gy = grad_y[off + i];
@@ -59,8 +50,8 @@ void qat_fake_quant_backward_rows(const float* grad_y, const float* x, int64_t c
         dz -= gy * gg.scale;
       }
     }
-    grad_scale[group_index] = ds;
-    if (grad_zero) grad_zero[group_index] = dz;
+    grad_scale[group_index] = ds * grid.grad_factor;
+    if (grad_zero) grad_zero[group_index] = dz * grid.grad_factor;
   });
 }
 

@@ -101,13 +101,19 @@ def _qgemm_tc_fake(x, codes, scales, zeros, bias):
 
 
 @torch.library.register_fake("quantcore::qat_fake_quantize")
-def _qat_fake_quantize_fake(x, scale, zero, bits, group_size):
+def _qat_fake_quantize_fake(x, scale, zero, bits, group_size, grid_dtype=None, grad_factor=1.0):
     _check(x.dim() == 2 and group_size > 0 and x.shape[1] % group_size == 0,
            "quantcore.qat_fake_quantize: x must be 2-D with group_size dividing its columns")
     return torch.empty_like(x)
 
 
 @torch.library.register_fake("quantcore::qat_fake_quantize_backward")
-def _qat_fake_quantize_backward_fake(grad, x, scale, zero, bits, group_size):
+def _qat_fake_quantize_backward_fake(grad, x, scale, zero, bits, group_size, grid_dtype=None, grad_factor=1.0):
     return (torch.empty_like(x), scale.new_empty(scale.shape, dtype=torch.float32),
             scale.new_empty(scale.shape, dtype=torch.float32))
+
+
+@torch.library.register_fake("quantcore::fake_quantize_per_token")
+def _fake_quantize_per_token_fake(x, bits, symmetric):
+    _check(x.dim() >= 1 and x.shape[-1] > 0, "quantcore.fake_quantize_per_token: x must be [..., features]")
+    return torch.empty_like(x)

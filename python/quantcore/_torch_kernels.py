@@ -39,6 +39,22 @@ if not _C.cuda_kernels:
     _lib.impl("unpack", unpack_torch, "CUDA")
 
 
+# fp16's smallest normal number: the floor of a learned scale (kMinLearnedScale in
+# cpp/kernels/qat_fake_quant.h).
+MIN_LEARNED_SCALE = 6.103515625e-05
+
+
+def snap_grid(scale, zero, bits: int, grid_dtype):
+    """A learnable grid as the kernels use it (``grid_dtype`` set): scales rounded to
+    ``grid_dtype`` and floored at ``MIN_LEARNED_SCALE``, zero points rounded half to
+    even and clamped to ``[0, 2**bits - 1]``; unchanged when ``grid_dtype`` is None."""
+    if grid_dtype is None:
+        return scale, zero
+    s = scale.detach().to(grid_dtype).float().clamp_min(MIN_LEARNED_SCALE)
+    z = zero.detach().float().round().clamp(0, (1 << bits) - 1) if zero is not None else None
+    return s, z
+
+
 def _qat_grid(x, scale, zero, bits, group_size):
     rows, cols = x.shape
     qmax = float((1 << bits) - 1)
@@ -48,16 +64,17 @@ def _qat_grid(x, scale, zero, bits, group_size):
     return s, z, qmax
 
 
-def qat_fake_quantize_torch(x, scale, zero, bits: int, group_size: int):
+def qat_fake_quantize_torch(x, scale, zero, bits: int, group_size: int, grid_dtype=None, grad_factor: float = 1.0):
     """``quantcore.qat_fake_quantize`` with tensor ops (the same arithmetic as the C++ kernel)."""
-    s, z, qmax = _qat_grid(x, scale, zero, bits, group_size)
+    s, z, qmax = _qat_grid(x, *snap_grid(scale, zero, bits, grid_dtype), bits, group_size)
     q = torch.clamp(torch.round(x.float() / s) + z, 0, qmax)
     return ((q - z) * s).to(x.dtype)
 
 
-def qat_fake_quantize_backward_torch(grad, x, scale, zero, bits: int, group_size: int):
+def qat_fake_quantize_backward_torch(grad, x, scale, zero, bits: int, group_size: int, grid_dtype=None,
+                                     grad_factor: float = 1.0):
     """``quantcore.qat_fake_quantize_backward`` with tensor ops."""
-    s, z, qmax = _qat_grid(x, scale, zero, bits, group_size)
+    s, z, qmax = _qat_grid(x, *snap_grid(scale, zero, bits, grid_dtype), bits, group_size)
     g = grad.float()
     v = x.float() / s
     rv = torch.round(v)
@@ -66,8 +83,8 @@ def qat_fake_quantize_backward_torch(grad, x, scale, zero, bits: int, group_size
     qc = torch.clamp(q, 0, qmax)
     rows, cols = x.shape
     groups = cols // group_size
-    ds = torch.where(inside, g * (rv - v), g * (qc - z)).view(rows, groups, group_size).sum(-1)
-    dz = torch.where(inside, torch.zeros_like(g), -g * s).view(rows, groups, group_size).sum(-1)
+    ds = torch.where(inside, g * (rv - v), g * (qc - z)).view(rows, groups, group_size).sum(-1) * grad_factor
+    dz = torch.where(inside, torch.zeros_like(g), -g * s).view(rows, groups, group_size).sum(-1) * grad_factor
     if scale.shape[0] == 1 and rows > 1:
         ds, dz = ds.sum(0, keepdim=True), dz.sum(0, keepdim=True)
     if zero is None:
@@ -75,7 +92,29 @@ def qat_fake_quantize_backward_torch(grad, x, scale, zero, bits: int, group_size
     return torch.where(inside, g, torch.zeros_like(g)).to(x.dtype), ds, dz
 
 
+def fake_quantize_per_token_torch(x, bits: int, symmetric: bool):
+    """``quantcore.fake_quantize_per_token`` with tensor ops (RTN's min/max grid per row,
+    fp32 scales; rows holding NaN/Inf become NaN)."""
+    xf = x.float().reshape(-1, x.shape[-1])
+    maxq = float((1 << bits) - 1)
+    lo, hi = xf.amin(1, keepdim=True), xf.amax(1, keepdim=True)
+    if symmetric:
+        amax = torch.maximum(lo.abs(), hi.abs())
+        s = torch.where(amax > 0, (2 * amax) / maxq, torch.ones_like(amax))
+        z = torch.full_like(s, float((1 << bits) // 2))
+    else:
+        lo, hi = lo.clamp(max=0), hi.clamp(min=0)
+        s = torch.where(hi > lo, (hi - lo) / maxq, torch.ones_like(hi))
+    s = torch.where(s > 0, s, torch.full_like(s, 2.0 ** -148))  # twice the smallest denormal, as rtn.cpp
+    if not symmetric:
+        z = torch.clamp(torch.round(-lo / s), 0, maxq)
+    y = (torch.clamp(torch.round(xf / s) + z, 0, maxq) - z) * s
+    y = torch.where(torch.isfinite(xf).all(1, keepdim=True), y, torch.full_like(y, float("nan")))
+    return y.to(x.dtype).view(x.shape)
+
+
 if not _C.cuda_kernels:  # a CUDA build has kernels for these
     _qat_lib = torch.library.Library("quantcore", "IMPL")
     _qat_lib.impl("qat_fake_quantize", qat_fake_quantize_torch, "CUDA")
     _qat_lib.impl("qat_fake_quantize_backward", qat_fake_quantize_backward_torch, "CUDA")
+    _qat_lib.impl("fake_quantize_per_token", fake_quantize_per_token_torch, "CUDA")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
@@ -35,14 +36,26 @@ from torch import nn
 
 from . import ops
 from ._targets import find_targets, replace_module
-from ._torch_kernels import _qat_grid
+from ._torch_kernels import _qat_grid, snap_grid
 from .config import QuantConfig
 from .nn.quant_linear import QuantLinear, is_conv1d, linear_weight
 
-__all__ = ["QATConfig", "FakeQuantLinear", "prepare_", "convert_", "fake_quantize"]
+__all__ = ["QATConfig", "FakeQuantLinear", "prepare_", "convert_", "fake_quantize", "fake_quantize_per_token"]
 
 _LEARNABLE = ("lsq", "none")
-_INITS = ("minmax", "mse", "gptq")
+_INITS = ("minmax", "rtn", "mse", "gptq")
+_ACTIVATION = re.compile(r"int([2-8])_per_token(_asym)?")
+
+
+def _activation_spec(activation: Optional[str]) -> Tuple[Optional[int], bool]:
+    """``"int8_per_token"`` -> (8, symmetric); ``"int4_per_token_asym"`` -> (4, asymmetric)."""
+    if activation is None:
+        return None, True
+    m = _ACTIVATION.fullmatch(activation) if isinstance(activation, str) else None
+    if m is None:
+        raise ValueError(f"activation must be None or 'int<bits>_per_token[_asym]' with bits 2..8 (e.g. "
+                         f"'int8_per_token'), got {activation!r}")
+    return int(m.group(1)), m.group(2) is None
 
 
 @dataclass(frozen=True)
@@ -53,7 +66,11 @@ class QATConfig(QuantConfig):
         learnable: ``"lsq"`` learns the scales (and, asymmetric, the zero
             points: LSQ+) with gradients scaled by ``1 / sqrt(N * qmax)``;
             ``"none"`` keeps the initial grid and trains the weights only.
-        init: the initial grid: ``"minmax"`` (RTN's), ``"mse"`` (RTN with
+        activation: ``None`` (weights only) or dynamic per-token fake
+            quantization of each layer's input: ``"int8_per_token"`` (symmetric;
+            ``"int8_per_token_asym"``, other widths ``int4_per_token`` ...).
+            Converted layers keep quantizing their input the same way.
+        init: the initial grid: ``"minmax"`` or ``"rtn"`` (RTN's), ``"mse"`` (RTN with
             the MSE clip search) or ``"gptq"``: GPTQ (without act-order) runs
             first on calibration data given to ``prepare_``, and training starts
             from its codes (the float weights become GPTQ's dequantized ones).
@@ -66,6 +83,7 @@ class QATConfig(QuantConfig):
 
     learnable: str = "lsq"
     init: str = "minmax"
+    activation: Optional[str] = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -73,48 +91,39 @@ class QATConfig(QuantConfig):
             raise ValueError(f"learnable must be one of {_LEARNABLE}, got {self.learnable!r}")
         if self.init not in _INITS:
             raise ValueError(f"init must be one of {_INITS}, got {self.init!r}")
+        _activation_spec(self.activation)
 
 
-# ------------------------------------------------------------------ the op's autograd
-
-def _setup_context(ctx, inputs, output) -> None:
-    x, scale, zero, bits, group_size = inputs
-    ctx.save_for_backward(x, scale, zero)
-    ctx.bits, ctx.group_size, ctx.has_zero = bits, group_size, zero is not None
-
-
-def _backward(ctx, grad):
-    x, scale, zero = ctx.saved_tensors
-    gx, gs, gz = torch.ops.quantcore.qat_fake_quantize_backward(
-        grad.contiguous(), x, scale, zero if ctx.has_zero else None, ctx.bits, ctx.group_size)
-    return gx, gs.to(scale.dtype), (gz.to(zero.dtype) if ctx.has_zero else None), None, None
-
-
-torch.library.register_autograd("quantcore::qat_fake_quantize", _backward, setup_context=_setup_context)
-
-
-class _GridValue(torch.autograd.Function):
-    """Forward: ``value`` (a rounded copy of ``param``: scales in their storage
-    dtype, integer zero points), exactly. Backward: the gradient goes straight
-    through to ``param``, times ``factor`` (LSQ's gradient scale)."""
-
-    @staticmethod
-    def forward(ctx, param, value, factor):
-        ctx.factor = factor
-        return value.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * ctx.factor, None, None
-
+# ------------------------------------------------------------------ the ops
+# Autograd of both ops is C++ (cpp/bindings/ops_qat_autograd.cpp): no Python runs
+# per layer in the backward pass.
 
 def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero: Optional[torch.Tensor], bits: int,
-                  group_size: int) -> torch.Tensor:
+                  group_size: int, grid_dtype: Optional[torch.dtype] = None, grad_factor: float = 1.0) -> torch.Tensor:
     """``(clamp(round(x / s) + z, 0, 2**bits - 1) - z) * s`` per group of ``group_size``
     columns of the 2-D ``x``; ``scale``/``zero`` ``[rows or 1, cols / group_size]``,
     ``zero=None`` meaning ``2**(bits-1)``. Differentiable (straight through, with
-    the LSQ / LSQ+ derivatives for ``scale`` and ``zero``)."""
-    return torch.ops.quantcore.qat_fake_quantize(x, scale, zero, int(bits), int(group_size))
+    the LSQ / LSQ+ derivatives for ``scale`` and ``zero``, times ``grad_factor``).
+
+    ``grid_dtype`` set: ``scale``/``zero`` are raw learnable parameters, snapped in
+    the kernel to the grid a converted model stores (scales rounded to
+    ``grid_dtype`` and floored at fp16's smallest normal, zero points rounded and
+    clamped to the code range), the gradients passing straight through."""
+    return torch.ops.quantcore.qat_fake_quantize(x, scale, zero, int(bits), int(group_size), grid_dtype,
+                                                 float(grad_factor))
+
+
+def fake_quantize_per_token(x: torch.Tensor, bits: int = 8, sym: bool = True) -> torch.Tensor:
+    """Dynamic per-token fake quantization of activations ``x [..., features]``:
+    each row quantized on RTN's min/max grid of its own values (fp32 scale) and
+    dequantized. Straight-through gradient. Rows holding NaN/Inf come back NaN.
+
+    >>> import torch
+    >>> x = torch.tensor([[0.5, -1.0, 0.25]])
+    >>> fake_quantize_per_token(x, bits=8)
+    tensor([[ 0.5020, -1.0000,  0.2510]])
+    """
+    return torch.ops.quantcore.fake_quantize_per_token(x, int(bits), bool(sym))
 
 
 # ------------------------------------------------------------------ the module
@@ -144,6 +153,7 @@ class FakeQuantLinear(nn.Module):
         if self.in_features % self.group_size:
             raise ValueError(f"group_size {gs} does not divide in_features {self.in_features}")
         self.config = config
+        self.act_bits, self.act_sym = _activation_spec(config.activation)
         if grid is not None:  # a PTQ solver's grid for this layer (init="gptq")
             scales, zeros = grid
         else:
@@ -165,24 +175,28 @@ class FakeQuantLinear(nn.Module):
     def _weight_2d(self) -> torch.Tensor:
         return self.weight.t() if self.transposed else self.weight
 
-    def grid(self):
-        """The grid the forward pass uses: scales rounded to ``scale_dtype``, integer zero points."""
-        qmax = (1 << self.config.bits) - 1
-        tiny = torch.finfo(torch.float16).tiny  # LSQ may push a scale to zero or below
-        s_value = self.weight_scale.detach().to(self.config.scale_dtype).float().clamp_min(tiny)
-        s = _GridValue.apply(self.weight_scale, s_value, self.grad_factor)
-        z = None
-        if self.weight_zero is not None:
-            z = _GridValue.apply(self.weight_zero, self.weight_zero.detach().round().clamp(0, qmax), self.grad_factor)
-        return s, z
+    def grid(self) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The grid the forward pass uses (no gradient): scales rounded to
+        ``scale_dtype`` and floored at fp16's smallest normal (LSQ may push one to
+        zero or below), integer zero points in the code range."""
+        return snap_grid(self.weight_scale, self.weight_zero, self.config.bits, self.config.scale_dtype)
 
     def quantized_weight(self) -> torch.Tensor:
-        s, z = self.grid()
-        return fake_quantize(self._weight_2d().contiguous(), s, z, self.config.bits, self.group_size)
+        """The fake-quantized weight ``[out, in]``, differentiable w.r.t. the weight,
+        the scales and the zero points (one fused op, its autograd in C++)."""
+        return fake_quantize(self._weight_2d().contiguous(), self.weight_scale, self.weight_zero, self.config.bits,
+                             self.group_size, self.config.scale_dtype, self.grad_factor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.quantized_weight().to(x.dtype)
-        return F.linear(x, w, self.bias.to(x.dtype) if self.bias is not None else None)
+        if self.act_bits is not None:
+            x = torch.ops.quantcore.fake_quantize_per_token(x, self.act_bits, self.act_sym)
+        w = self.quantized_weight()
+        if w.dtype != x.dtype:
+            w = w.to(x.dtype)
+        bias = self.bias
+        if bias is not None and bias.dtype != x.dtype:
+            bias = bias.to(x.dtype)
+        return F.linear(x, w, bias)
 
     def to_quant_linear(self) -> QuantLinear:
         """The ``QuantLinear`` holding exactly the codes this layer's forward pass uses."""
@@ -197,13 +211,14 @@ class FakeQuantLinear(nn.Module):
             layer = QuantLinear.from_codes(
                 codes.cpu(), s.to(self.config.scale_dtype).cpu(), z.to(torch.uint8).cpu() if z is not None else None,
                 bias.cpu() if bias is not None else None, bits=self.config.bits, group_size=gs,
-                dtype=self.weight.dtype)
+                dtype=self.weight.dtype, act_bits=self.act_bits, act_sym=self.act_sym)
         return layer.to(self.weight.device)
 
     def extra_repr(self) -> str:
         c = self.config
         return (f"in_features={self.in_features}, out_features={self.out_features}, bits={c.bits}, "
-                f"group_size={self.group_size}, sym={c.sym}, learnable={c.learnable}")
+                f"group_size={self.group_size}, sym={c.sym}, learnable={c.learnable}"
+                + (f", activation={c.activation}" if c.activation else ""))
 
 
 # ------------------------------------------------------------------ prepare / convert

@@ -53,6 +53,7 @@ def _quantization_config(model: nn.Module) -> Dict[str, Any]:
                 "scale_dtype": str(m.scales.dtype).replace("torch.", ""),
                 "act_order": m.perm is not None,
                 "input_scale": m.input_scale is not None,
+                **({"act_bits": m.act_bits, "act_sym": m.act_sym} if m.act_bits is not None else {}),
             }
     if not modules:
         raise ValueError("the model has no QuantLinear layers: run quantcore.quantize_ first")
@@ -244,7 +245,8 @@ def load_quantized(
             spec["in_features"], spec["out_features"], bits=spec["bits"], group_size=spec["group_size"],
             sym=spec["sym"], bias=spec["bias"], scale_dtype=dtype_from_name(spec["scale_dtype"]),
             dtype=bias_dtype, act_order=bool(spec.get("act_order", False)),
-            input_scale=bool(spec.get("input_scale", False)))
+            input_scale=bool(spec.get("input_scale", False)), act_bits=spec.get("act_bits"),
+            act_sym=bool(spec.get("act_sym", True)))
         replace_module(model, name, layer)
     state = {}
     with safe_open(str(weights), framework="pt") as f:

@@ -93,3 +93,40 @@ TEST_CASE("a shared grid row serves every row", "[qat]") {
   qat_fake_quant_rows(w.data(), cols, per_row, b.data(), 0, rows);
   CHECK(a == b);
 }
+
+TEST_CASE("a learnable grid is snapped to its stored form and its gradients scaled", "[qat]") {
+  // Raw parameters: a scale that is not an fp16 value, a negative scale, a
+  // fractional zero point and one out of range. Snapped, they must act as the
+  // fp16-rounded scale (or the floor kMinLearnedScale) and the rounded, clamped
+  // zero point.
+  const int64_t cols = 8;
+  const auto x = random_matrix(2, cols, 11);
+  const std::vector<float> raw_scale = {0.0123456f, -0.5f}, raw_zero = {7.6f, 19.f};
+  const float fp16_scale = f16_to_f32(f32_to_f16(raw_scale[0]));
+  const std::vector<float> want_scale = {fp16_scale, kMinLearnedScale}, want_zero = {8.f, 15.f};
+  FakeQuantGrid snapped;
+  snapped.scale = raw_scale.data();
+  snapped.zero = raw_zero.data();
+  snapped.group = cols;
+  snapped.bits = 4;
+  snapped.snap = true;
+  snapped.scale_type = ScaleType::kF16;
+  snapped.grad_factor = 0.25f;
+  FakeQuantGrid plain = snapped;
+  plain.scale = want_scale.data();
+  plain.zero = want_zero.data();
+  plain.snap = false;
+  plain.grad_factor = 1.f;
+  std::vector<float> a(x.size()), b(x.size());
+  qat_fake_quant_rows(x.data(), cols, snapped, a.data(), 0, 2);
+  qat_fake_quant_rows(x.data(), cols, plain, b.data(), 0, 2);
+  CHECK(a == b);
+  std::vector<float> gy(x.size(), 1.f), gxa(x.size()), gxb(x.size()), gsa(2), gsb(2), gza(2), gzb(2);
+  qat_fake_quant_backward_rows(gy.data(), x.data(), cols, snapped, gxa.data(), gsa.data(), gza.data(), 0, 2);
+  qat_fake_quant_backward_rows(gy.data(), x.data(), cols, plain, gxb.data(), gsb.data(), gzb.data(), 0, 2);
+  CHECK(gxa == gxb);
+  for (int i = 0; i < 2; ++i) {
+    CHECK(gsa[i] == gsb[i] * 0.25f);
+    CHECK(gza[i] == gzb[i] * 0.25f);
+  }
+}

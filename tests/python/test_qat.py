@@ -73,6 +73,47 @@ def test_gradients_match_an_autograd_reference(shape, group, scale_rows, sym):
                                qat.fake_quantize(x, scale, zero, 4, group), rtol=0, atol=0)
 
 
+def snapped_reference(x, scale, zero, bits, group, grid_dtype, factor):
+    """The snapped learnable grid from differentiable ops: values rounded to
+    grid_dtype (floored) and integer zeros in range, gradients straight through
+    times factor (LSQ's gradient scale)."""
+    s_val = scale.detach().to(grid_dtype).float().clamp_min(6.103515625e-05)
+    s = scale * factor + (s_val - scale * factor).detach()
+    z = None
+    if zero is not None:
+        z_val = zero.detach().round().clamp(0, (1 << bits) - 1)
+        z = zero * factor + (z_val - zero * factor).detach()
+    return reference(x, s, z, bits, group)
+
+
+@pytest.mark.parametrize("grid_dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("sym", [True, False])
+def test_snapped_learnable_grid_matches_a_straight_through_reference(grid_dtype, sym):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(12, 64, generator=g) * 0.2
+    scale = torch.rand(12, 2, generator=g) * 0.02 + 0.01
+    scale[0, 0] = -0.01  # LSQ drove it below zero: floored, gradient still flows
+    zero = None if sym else torch.rand(12, 2, generator=g) * 16 - 0.5  # fractional, some out of range
+    upstream = torch.randn(12, 64, generator=g)
+    factor = 0.3
+    args = [t.clone().requires_grad_(True) if t is not None else None for t in (x, scale, zero)]
+    y = qat.fake_quantize(args[0], args[1], args[2], 4, 32, grid_dtype, factor)
+    (y * upstream).sum().backward()
+    ref = [t.clone().requires_grad_(True) if t is not None else None for t in (x, scale, zero)]
+    y_ref = snapped_reference(ref[0], ref[1], ref[2], 4, 32, grid_dtype, factor)
+    (y_ref * upstream).sum().backward()
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
+    for a, b in zip(args, ref):
+        if a is not None:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-5)
+    # The tensor-op implementation (CUDA without the CUDA build) agrees.
+    got = qat_fake_quantize_backward_torch(upstream, x, scale, zero, 4, 32, grid_dtype, factor)
+    want = torch.ops.quantcore.qat_fake_quantize_backward(upstream, x, scale, zero, 4, 32, grid_dtype, factor)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert torch.equal(qat_fake_quantize_torch(x, scale, zero, 4, 32, grid_dtype, factor), y.detach())
+
+
 def test_lsq_gradient_scale_and_learnable_switch():
     torch.manual_seed(0)
     lin = torch.nn.Linear(64, 16)
@@ -180,6 +221,9 @@ def test_opcheck_of_the_fake_quant_op():
     torch.library.opcheck(torch.ops.quantcore.qat_fake_quantize.default, (x, scale, None, 4, 32))
     torch.library.opcheck(torch.ops.quantcore.qat_fake_quantize.default,
                           (x, scale, torch.full((8, 2), 7.0), 4, 32))
+    learnable = [scale.clone().requires_grad_(True), torch.full((8, 2), 7.3, requires_grad=True)]
+    torch.library.opcheck(torch.ops.quantcore.qat_fake_quantize.default,
+                          (x.requires_grad_(True), learnable[0], learnable[1], 4, 32, torch.float16, 0.5))
 
 
 def test_bad_inputs_raise_clearly():
@@ -205,6 +249,10 @@ def test_bad_inputs_raise_clearly():
         qat.fake_quantize(x, torch.ones(3, 2), None, 4, 32)
     with pytest.raises(ValueError, match="divide"):
         qat.fake_quantize(x, torch.ones(4, 2), None, 4, 48)
+    with pytest.raises(ValueError, match="NaN"):
+        qat.fake_quantize(x, torch.full((4, 2), float("nan")), None, 4, 32, torch.float16)
+    with pytest.raises(TypeError, match="scale_dtype"):
+        qat.fake_quantize(x, torch.ones(4, 2), None, 4, 32, torch.float64)
 
 
 def test_init_from_gptq_starts_from_gptqs_codes():
@@ -230,29 +278,38 @@ def test_init_from_gptq_starts_from_gptqs_codes():
 
 @pytest.mark.skipif(not (torch.cuda.is_available() and quantcore._C.cuda_kernels),
                     reason="needs a CUDA GPU and a build with QUANTCORE_ENABLE_CUDA=ON")
-@pytest.mark.parametrize("group,scale_rows,sym", [(32, 24, True), (64, 24, False), (128, 1, False)])
-def test_cuda_kernels_match_the_cpu_kernel(group, scale_rows, sym):
+@pytest.mark.parametrize("group,scale_rows,sym,snap", [(32, 24, True, False), (64, 24, False, False),
+                                                       (128, 1, False, False), (32, 24, True, True),
+                                                       (64, 24, False, True)])
+def test_cuda_kernels_match_the_cpu_kernel(group, scale_rows, sym, snap):
     g = torch.Generator().manual_seed(group)
     x = torch.randn(24, 128, generator=g) * 0.2
     scale = torch.rand(scale_rows, 128 // group, generator=g) * 0.02 + 0.01
     zero = None if sym else torch.randint(2, 14, scale.shape, generator=g).float()
+    if snap:  # raw learnable parameters, snapped by the kernels (fp16 grid, LSQ factor)
+        scale[0, 0] = -1.0
+        zero = zero + torch.rand(scale.shape, generator=g) * 3 - 1.5 if zero is not None else None
+        fq = qat.fake_quantize
+        qat_fake = lambda *a: fq(*a, torch.float16, 0.25)  # noqa: E731
+        bwd = lambda *a: torch.ops.quantcore.qat_fake_quantize_backward(*a, torch.float16, 0.25)  # noqa: E731
+    else:
+        qat_fake, bwd = qat.fake_quantize, torch.ops.quantcore.qat_fake_quantize_backward
     upstream = torch.randn(24, 128, generator=g)
     cuda = lambda t: t.cuda() if t is not None else None  # noqa: E731
-    y = qat.fake_quantize(x, scale, zero, 4, group)
-    y_gpu = qat.fake_quantize(x.cuda(), scale.cuda(), cuda(zero), 4, group)
+    y = qat_fake(x, scale, zero, 4, group)
+    y_gpu = qat_fake(x.cuda(), scale.cuda(), cuda(zero), 4, group)
     assert torch.equal(y_gpu.cpu(), y)
-    want = torch.ops.quantcore.qat_fake_quantize_backward(upstream, x, scale, zero, 4, group)
-    got = torch.ops.quantcore.qat_fake_quantize_backward(upstream.cuda(), x.cuda(), scale.cuda(), cuda(zero), 4,
-                                                         group)
+    want = bwd(upstream, x, scale, zero, 4, group)
+    got = bwd(upstream.cuda(), x.cuda(), scale.cuda(), cuda(zero), 4, group)
     assert torch.equal(got[0].cpu(), want[0])
     for a, b in zip(got[1:], want[1:]):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-5)
     # bf16 in and out on the GPU (no fp32 copies): the CPU kernel's values, rounded once.
     xb, ub = x.bfloat16(), upstream.bfloat16()
-    yb = qat.fake_quantize(xb.cuda(), scale.cuda(), cuda(zero), 4, group)
-    assert yb.dtype == torch.bfloat16 and torch.equal(yb.cpu(), qat.fake_quantize(xb, scale, zero, 4, group))
-    gb = torch.ops.quantcore.qat_fake_quantize_backward(ub.cuda(), xb.cuda(), scale.cuda(), cuda(zero), 4, group)
-    wb = torch.ops.quantcore.qat_fake_quantize_backward(ub, xb, scale, zero, 4, group)
+    yb = qat_fake(xb.cuda(), scale.cuda(), cuda(zero), 4, group)
+    assert yb.dtype == torch.bfloat16 and torch.equal(yb.cpu(), qat_fake(xb, scale, zero, 4, group))
+    gb = bwd(ub.cuda(), xb.cuda(), scale.cuda(), cuda(zero), 4, group)
+    wb = bwd(ub, xb, scale, zero, 4, group)
     assert gb[0].dtype == torch.bfloat16 and torch.equal(gb[0].cpu(), wb[0])
     torch.testing.assert_close(gb[1].cpu(), wb[1], rtol=1e-3, atol=1e-4)
 

@@ -7,6 +7,7 @@
 
 #include "float_types.cuh"
 #include "qat_fake_quant_cuda.h"
+#include "rtn_grid.cuh"
 
 namespace quantcore::kernels {
 
@@ -15,13 +16,18 @@ namespace {
 constexpr int kWarp = 32;
 constexpr int kWarpsPerBlock = 8;
 
-struct Grid {
-  float scale, zero;
-};
+// fp16's smallest normal number, the floor of a learned scale (kMinLearnedScale).
+constexpr float kMinLearnedScale = 6.103515625e-05f;
 
-__device__ __forceinline__ Grid grid_at(const QatFakeQuantCudaArgs& a, int64_t row, int64_t g, int64_t groups) {
+__device__ __forceinline__ RtnGrid grid_at(const QatFakeQuantCudaArgs& a, int64_t row, int64_t g, int64_t groups) {
   const int64_t idx = (a.row_per_row ? row : 0) * groups + g;
-  return {a.scale[idx], a.zero ? a.zero[idx] : float(1 << (a.bits - 1))};
+  float s = a.scale[idx];
+  float z = a.zero ? a.zero[idx] : float(1 << (a.bits - 1));
+  if (a.snap) {
+    s = fmaxf(round_scale(s, a.scale_type), kMinLearnedScale);
+    if (a.zero) z = fminf(fmaxf(rintf(z), 0.f), float((1 << a.bits) - 1));
+  }
+  return {s, z};
 }
 
 // Inputs and outputs in their own dtype (no fp32 copies of a bf16 weight):
@@ -35,11 +41,11 @@ __global__ void forward_kernel(QatFakeQuantCudaArgs a) {
   const int64_t item = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
   if (item >= a.rows * groups) return;
   const int64_t row = item / groups, g = item % groups;
-  const Grid gg = grid_at(a, row, g, groups);
+  const RtnGrid gg = grid_at(a, row, g, groups);
   const float qmax = float((1 << a.bits) - 1);
   const int64_t off = row * a.cols + g * a.group;
   for (int64_t i = lane; i < a.group; i += kWarp) {
-    const float q = fminf(fmaxf(__fadd_rn(rintf(__fdiv_rn(to_float<T>(x[off + i]), gg.scale)), gg.zero), 0.f), qmax);
+    const float q = rtn_code(to_float<T>(x[off + i]), gg, qmax);
     y[off + i] = from_float<T>(__fmul_rn(__fsub_rn(q, gg.zero), gg.scale));
   }
 }
@@ -54,7 +60,7 @@ __global__ void backward_kernel(QatFakeQuantCudaArgs a) {
   const int64_t item = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
   if (item >= a.rows * groups) return;
   const int64_t row = item / groups, g = item % groups;
-  const Grid gg = grid_at(a, row, g, groups);
+  const RtnGrid gg = grid_at(a, row, g, groups);
   const float qmax = float((1 << a.bits) - 1);
   const int64_t off = row * a.cols + g * a.group;
   float ds = 0.f, dz = 0.f;
@@ -78,8 +84,8 @@ __global__ void backward_kernel(QatFakeQuantCudaArgs a) {
     dz += __shfl_xor_sync(0xffffffffu, dz, o);
   }
   if (lane == 0) {
-    a.grad_scale[item] = ds;
-    if (a.grad_zero) a.grad_zero[item] = dz;
+    a.grad_scale[item] = ds * a.grad_factor;
+    if (a.grad_zero) a.grad_zero[item] = dz * a.grad_factor;
   }
 }
 

@@ -1,6 +1,7 @@
 // QAT fake quantization on the GPU: the forward and straight-through / LSQ
-// backward of cpp/kernels/qat_fake_quant.h, same arithmetic, one warp per
-// (row, group). Free of CUDA and torch headers.
+// backward of cpp/kernels/qat_fake_quant.h, same arithmetic (snapping of
+// learnable grids included), one warp per (row, group). Free of CUDA and torch
+// headers.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +18,11 @@ struct QatFakeQuantCudaArgs {
   int64_t rows = 0, cols = 0, group = 0;
   int bits = 4;
   GpuFloat dtype = GpuFloat::kF32;  // of x, y, grad_y, grad_x; the math is fp32
+  // A learnable grid, snapped before use as in qat_fake_quant.h: scales rounded
+  // to scale_type and floored at kMinLearnedScale, zeros rounded and clamped.
+  bool snap = false;
+  GpuFloat scale_type = GpuFloat::kF32;
+  float grad_factor = 1.f;        // multiplies grad_scale and grad_zero
   void* y = nullptr;              // forward: [rows, cols], `dtype`
   const void* grad_y = nullptr;   // backward inputs / outputs, `dtype`:
   void* grad_x = nullptr;         // [rows, cols], `dtype`

@@ -1,6 +1,5 @@
 // RTN on the GPU: one warp per group. The warp finds the group's min and max,
-// builds the grid exactly as rtn.cpp's make_grid does (IEEE float ops, scale
-// rounded to its storage dtype, zero point rounded half to even), optionally
+// builds the grid exactly as rtn.cpp does (rtn_grid.cuh), optionally
 // scores the shrunken candidate grids by squared error (warp-reduced), then
 // writes the codes.
 #include <cuda_bf16.h>
@@ -10,6 +9,7 @@
 #include <cfloat>
 
 #include "rtn_cuda.h"
+#include "rtn_grid.cuh"
 
 namespace quantcore::kernels {
 
@@ -18,42 +18,10 @@ namespace {
 constexpr int kWarp = 32;
 constexpr int kWarpsPerBlock = 8;
 
-struct Grid {
-  float scale;
-  float zero;
-};
+using Grid = RtnGrid;
 
-__device__ __forceinline__ float round_scale(float v, GpuFloat t) {
-  if (t == GpuFloat::kF16) return __half2float(__float2half_rn(v));
-  if (t == GpuFloat::kBF16) return __bfloat162float(__float2bfloat16_rn(v));
-  return v;
-}
-
-__device__ __forceinline__ float min_positive_scale(GpuFloat t) {
-  return t == GpuFloat::kF16 ? 5.9604645e-08f : FLT_TRUE_MIN * 2;
-}
-
-__device__ Grid make_grid(float lo, float hi, const RtnCudaArgs& a, bool* overflow) {
-  const int maxq = (1 << a.bits) - 1;
-  Grid g;
-  if (a.symmetric) {
-    const float amax = fmaxf(fabsf(lo), fabsf(hi));
-    g.scale = amax > 0.f ? __fdiv_rn(__fmul_rn(2.f, amax), float(maxq)) : 1.f;
-    g.zero = float((maxq + 1) / 2);
-  } else {
-    lo = fminf(lo, 0.f);
-    hi = fmaxf(hi, 0.f);
-    g.scale = hi > lo ? __fdiv_rn(__fsub_rn(hi, lo), float(maxq)) : 1.f;
-  }
-  g.scale = round_scale(g.scale, a.scale);
-  if (!isfinite(g.scale)) *overflow = true;
-  if (!(g.scale > 0.f)) g.scale = min_positive_scale(a.scale);
-  if (!a.symmetric) g.zero = fminf(fmaxf(rintf(__fdiv_rn(-lo, g.scale)), 0.f), float(maxq));
-  return g;
-}
-
-__device__ __forceinline__ float quantize_one(float w, const Grid& g, float maxq) {
-  return fminf(fmaxf(__fadd_rn(rintf(__fdiv_rn(w, g.scale)), g.zero), 0.f), maxq);
+__device__ __forceinline__ Grid make_grid(float lo, float hi, const RtnCudaArgs& a, bool* overflow) {
+  return make_rtn_grid(lo, hi, a.bits, a.symmetric, a.scale, overflow);
 }
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -87,7 +55,7 @@ __global__ void __launch_bounds__(kWarp* kWarpsPerBlock) rtn_kernel(RtnCudaArgs 
     auto sq_error = [&](const Grid& c) {
       float err = 0.f;
       for (int64_t i = lane; i < n; i += kWarp) {
-        const float d = (quantize_one(w[i], c, maxq) - c.zero) * c.scale - w[i];
+        const float d = (rtn_code(w[i], c, maxq) - c.zero) * c.scale - w[i];
         err = fmaf(d, d, err);
       }
       return warp_sum(err);
@@ -105,7 +73,7 @@ __global__ void __launch_bounds__(kWarp* kWarpsPerBlock) rtn_kernel(RtnCudaArgs 
     }
   }
   uint8_t* q = a.codes + row * a.cols + g * a.group_size;
-  for (int64_t i = lane; i < n; i += kWarp) q[i] = uint8_t(quantize_one(w[i], best, maxq));
+  for (int64_t i = lane; i < n; i += kWarp) q[i] = uint8_t(rtn_code(w[i], best, maxq));
   if (lane == 0) {
     a.scales[group] = best.scale;
     a.zeros[group] = uint8_t(best.zero);

@@ -49,6 +49,11 @@ class QuantLinear(nn.Module):
       and the forward pass divides ``x`` by it first;
     * ``bias`` ``[out]`` (optional).
 
+    ``act_bits`` (optional, e.g. 8 for layers trained by QAT with
+    ``activation="int8_per_token"``): the input is fake-quantized per token
+    (``torch.ops.quantcore.fake_quantize_per_token``, ``act_sym``) before the
+    matmul, exactly as in training.
+
     ``forward`` runs the fused CPU kernel for 4- and 8-bit weights; on CUDA (a
     build with ``QUANTCORE_ENABLE_CUDA=ON``, fp16/bf16 activations) the GEMV
     kernel for 1-2 rows, the tensor-core GEMM for 3-128 rows (4-bit) and
@@ -82,8 +87,13 @@ class QuantLinear(nn.Module):
         device: Optional[torch.device] = None,
         act_order: bool = False,
         input_scale: bool = False,
+        act_bits: Optional[int] = None,
+        act_sym: bool = True,
     ) -> None:
         super().__init__()
+        if act_bits is not None and (isinstance(act_bits, bool) or not isinstance(act_bits, int)
+                                     or not 2 <= act_bits <= 8):
+            raise ValueError(f"act_bits must be None or an int in [2, 8], got {act_bits!r}")
         if in_features <= 0 or out_features <= 0:
             raise ValueError(f"in/out features must be positive, got {in_features}, {out_features}")
         if not 2 <= bits <= 8:
@@ -103,6 +113,8 @@ class QuantLinear(nn.Module):
         self.bits = bits
         self.group_size = group_size
         self.sym = sym
+        self.act_bits = act_bits
+        self.act_sym = bool(act_sym)
         groups = in_features // group_size
         self.register_buffer(
             "qweight", torch.zeros(out_features, in_features * bits // 32, dtype=torch.int32, device=device))
@@ -137,6 +149,8 @@ class QuantLinear(nn.Module):
         dtype: Optional[torch.dtype] = None,
         g_idx: Optional[torch.Tensor] = None,
         input_scale: Optional[torch.Tensor] = None,
+        act_bits: Optional[int] = None,
+        act_sym: bool = True,
     ) -> "QuantLinear":
         """Build from unpacked codes ``[out, in]`` (uint8) and their grid.
 
@@ -174,7 +188,7 @@ class QuantLinear(nn.Module):
             in_features, out_features, bits=bits, group_size=group_size, sym=zeros is None,
             bias=bias is not None, scale_dtype=scales.dtype,
             dtype=dtype or (bias.dtype if bias is not None else torch.float32), device=codes.device,
-            act_order=perm is not None, input_scale=input_scale is not None)
+            act_order=perm is not None, input_scale=input_scale is not None, act_bits=act_bits, act_sym=act_sym)
         with torch.no_grad():
             if input_scale is not None:
                 layer.input_scale.copy_(input_scale)
@@ -263,6 +277,8 @@ class QuantLinear(nn.Module):
             raise ValueError(f"input has {x.shape[-1]} features, layer expects {self.in_features}")
         if self.input_scale is not None:  # AWQ scale that no earlier op absorbed
             x = (x / self.input_scale).to(x.dtype)
+        if self.act_bits is not None:  # trained with per-token activation quantization
+            x = torch.ops.quantcore.fake_quantize_per_token(x, self.act_bits, self.act_sym)
         if self.bits in (4, 8) and x.device.type == "cpu":
             x2 = x.reshape(-1, self.in_features)
             if self.perm is not None:  # act-order: bring the inputs into group order
@@ -326,7 +342,8 @@ class QuantLinear(nn.Module):
         return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
                 f"group_size={self.group_size}, sym={self.sym}, bias={self.bias is not None}"
                 + (", act_order=True" if self.perm is not None else "")
-                + (", input_scale=True" if self.input_scale is not None else ""))
+                + (", input_scale=True" if self.input_scale is not None else "")
+                + (f", act_bits={self.act_bits}, act_sym={self.act_sym}" if self.act_bits is not None else ""))
 
 
 def _group_permutation(g_idx: torch.Tensor, in_features: int, group_size: int) -> Optional[torch.Tensor]:
