@@ -43,7 +43,7 @@ from .nn.quant_linear import QuantLinear, is_conv1d, linear_weight
 __all__ = ["QATConfig", "FakeQuantLinear", "prepare_", "convert_", "fake_quantize", "fake_quantize_per_token"]
 
 _LEARNABLE = ("lsq", "none")
-_INITS = ("minmax", "rtn", "mse", "gptq")
+_INITS = ("minmax", "rtn", "mse", "gptq", "awq")
 _ACTIVATION = re.compile(r"int([2-8])_per_token(_asym)?")
 
 
@@ -71,9 +71,12 @@ class QATConfig(QuantConfig):
             ``"int8_per_token_asym"``, other widths ``int4_per_token`` ...).
             Converted layers keep quantizing their input the same way.
         init: the initial grid: ``"minmax"`` or ``"rtn"`` (RTN's), ``"mse"`` (RTN with
-            the MSE clip search) or ``"gptq"``: GPTQ (without act-order) runs
-            first on calibration data given to ``prepare_``, and training starts
-            from its codes (the float weights become GPTQ's dequantized ones).
+            the MSE clip search), ``"gptq"`` or ``"awq"``: that PTQ method
+            (without act-order) runs first on calibration data given to
+            ``prepare_``, and training starts from its codes: the float weights
+            become its dequantized ones; with AWQ the model also takes its
+            folded norms, and layers whose scale could not be folded divide
+            their input by it (``input_scale``, kept through ``convert_``).
 
     The forward pass rounds the scales to ``scale_dtype`` and the zero points to
     integers (straight through), so ``convert_`` reproduces it exactly.
@@ -121,7 +124,7 @@ def fake_quantize_per_token(x: torch.Tensor, bits: int = 8, sym: bool = True) ->
     >>> import torch
     >>> x = torch.tensor([[0.5, -1.0, 0.25]])
     >>> fake_quantize_per_token(x, bits=8)
-    tensor([[ 0.5020, -1.0000,  0.2510]])
+    tensor([[ 0.5020, -0.9961,  0.2510]])
     """
     return torch.ops.quantcore.fake_quantize_per_token(x, int(bits), bool(sym))
 
@@ -137,8 +140,7 @@ class FakeQuantLinear(nn.Module):
     ``weight_zero``. GPT-2's ``Conv1D`` (weight stored transposed) is supported.
     """
 
-    def __init__(self, module: nn.Module, config: QATConfig,
-                 grid: Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]] = None) -> None:
+    def __init__(self, module: nn.Module, config: QATConfig, grid: Optional[Tuple[torch.Tensor, ...]] = None) -> None:
         super().__init__()
         if not isinstance(module, nn.Linear) and not is_conv1d(module):
             raise TypeError(f"expected nn.Linear or Conv1D, got {type(module).__name__}")
@@ -154,13 +156,16 @@ class FakeQuantLinear(nn.Module):
             raise ValueError(f"group_size {gs} does not divide in_features {self.in_features}")
         self.config = config
         self.act_bits, self.act_sym = _activation_spec(config.activation)
-        if grid is not None:  # a PTQ solver's grid for this layer (init="gptq")
-            scales, zeros = grid
+        input_scale = None
+        if grid is not None:  # a PTQ solver's grid for this layer (init="gptq"/"awq")
+            scales, zeros, input_scale = grid
         else:
             _, scales, zeros = ops.rtn_quantize(
                 w.float().cpu().contiguous(), bits=config.bits, group_size=gs, symmetric=config.sym,
                 mse_clip=config.init == "mse", scale_dtype=config.scale_dtype)
         scales = scales.float().to(w.device)
+        # AWQ's per-input-channel scale where no earlier op absorbed it: x / input_scale.
+        self.register_buffer("input_scale", input_scale.float().to(w.device) if input_scale is not None else None)
         learn = config.learnable == "lsq"
         self.weight_scale = nn.Parameter(scales, requires_grad=learn)
         if config.sym:
@@ -188,6 +193,8 @@ class FakeQuantLinear(nn.Module):
                              self.group_size, self.config.scale_dtype, self.grad_factor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_scale is not None:
+            x = (x / self.input_scale).to(x.dtype)
         if self.act_bits is not None:
             x = torch.ops.quantcore.fake_quantize_per_token(x, self.act_bits, self.act_sym)
         w = self.quantized_weight()
@@ -211,7 +218,8 @@ class FakeQuantLinear(nn.Module):
             layer = QuantLinear.from_codes(
                 codes.cpu(), s.to(self.config.scale_dtype).cpu(), z.to(torch.uint8).cpu() if z is not None else None,
                 bias.cpu() if bias is not None else None, bits=self.config.bits, group_size=gs,
-                dtype=self.weight.dtype, act_bits=self.act_bits, act_sym=self.act_sym)
+                dtype=self.weight.dtype, act_bits=self.act_bits, act_sym=self.act_sym,
+                input_scale=self.input_scale.cpu() if self.input_scale is not None else None)
         return layer.to(self.weight.device)
 
     def extra_repr(self) -> str:
@@ -232,9 +240,10 @@ def prepare_(model: nn.Module, config: QATConfig, *, include: Optional[Sequence[
     in place. Returns the names of the swapped layers. Create the optimizer after
     this call so it sees the new ``weight_scale`` / ``weight_zero`` parameters.
 
-    ``init="gptq"`` needs ``calib`` (and ``tokenizer`` for text); ``ptq_config``
-    (a ``GPTQConfig`` with the same bits, group size, symmetry and scale dtype,
-    no act-order) sets the solver's options. GPTQ runs on a copy of the model.
+    ``init="gptq"`` / ``"awq"`` need ``calib`` (and ``tokenizer`` for text);
+    ``ptq_config`` (a ``GPTQConfig`` / ``AWQConfig`` with the same bits, group
+    size, symmetry and scale dtype, no act-order) sets the solver's options. The
+    solver runs on a copy of the model.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -257,47 +266,58 @@ def prepare_(model: nn.Module, config: QATConfig, *, include: Optional[Sequence[
             problems.append(f"{name}: weight contains NaN or Inf")
     if problems:
         raise ValueError("cannot prepare:\n  " + "\n  ".join(problems[:10]))
-    grids: Dict[str, Tuple[torch.Tensor, Optional[torch.Tensor]]] = {}
-    if config.init == "gptq":
-        grids = _gptq_grids(model, config, targets, include, exclude, skip_output_embeddings, calib, tokenizer,
-                            ptq_config, progress)
+    grids: Dict[str, Tuple[torch.Tensor, ...]] = {}
+    if config.init in ("gptq", "awq"):
+        grids = _ptq_grids(model, config, targets, include, exclude, skip_output_embeddings, calib, tokenizer,
+                           ptq_config, progress)
     new = [(name, FakeQuantLinear(module, config, grids.get(name))) for name, module in targets]
     for name, layer in new:
         replace_module(model, name, layer)
     return [name for name, _ in new]
 
 
-def _gptq_grids(model, config, targets, include, exclude, skip_output_embeddings, calib, tokenizer, ptq_config,
-                progress):
-    """Runs GPTQ on a copy of the model; sets each target's float weight to GPTQ's
-    dequantized weight and returns its grid ``{name: (scales, zeros or None)}``."""
+def _ptq_grids(model, config, targets, include, exclude, skip_output_embeddings, calib, tokenizer, ptq_config,
+               progress):
+    """Runs GPTQ or AWQ (``config.init``) on a copy of the model. Sets each target's
+    float weight to the solver's dequantized codes (before any input scale), copies
+    every other changed tensor (AWQ's folded norms) into the model, and returns
+    each target's grid ``{name: (scales, zeros or None, input_scale or None)}``."""
+    from .awq import AWQConfig
     from .gptq import GPTQConfig
     from .quantize import quantize_
 
+    method = config.init
     if calib is None:
-        raise ValueError('QATConfig(init="gptq") needs calibration data: prepare_(model, cfg, calib=texts, '
+        raise ValueError(f'QATConfig(init="{method}") needs calibration data: prepare_(model, cfg, calib=texts, '
                          'tokenizer=tok)')
     if config.group_size == ops.PER_TENSOR:
-        raise ValueError('init="gptq" needs per-group or per-channel grids (group_size > 0 or -1)')
-    gptq_cfg = ptq_config or GPTQConfig(bits=config.bits, group_size=config.group_size, sym=config.sym,
-                                        scale_dtype=config.scale_dtype)
-    if not isinstance(gptq_cfg, GPTQConfig):
-        raise TypeError(f"ptq_config must be a GPTQConfig, got {type(gptq_cfg).__name__}")
-    if gptq_cfg.act_order or (gptq_cfg.bits, gptq_cfg.group_size, gptq_cfg.sym, gptq_cfg.scale_dtype) != (
+        raise ValueError(f'init="{method}" needs per-group or per-channel grids (group_size > 0 or -1)')
+    kind = GPTQConfig if method == "gptq" else AWQConfig
+    ptq = ptq_config or kind(bits=config.bits, group_size=config.group_size, sym=config.sym,
+                             scale_dtype=config.scale_dtype)
+    if not isinstance(ptq, kind):
+        raise TypeError(f"ptq_config must be a {kind.__name__} for init={method!r}, got {type(ptq).__name__}")
+    if ptq.act_order or (ptq.bits, ptq.group_size, ptq.sym, ptq.scale_dtype) != (
             config.bits, config.group_size, config.sym, config.scale_dtype):
         raise ValueError("ptq_config must match the QAT grid (bits, group_size, sym, scale_dtype) and not use "
                          "act_order (QAT groups are contiguous)")
     ref = copy.deepcopy(model)
-    quantize_(ref, gptq_cfg, include=include, exclude=exclude, skip_output_embeddings=skip_output_embeddings,
+    quantize_(ref, ptq, include=include, exclude=exclude, skip_output_embeddings=skip_output_embeddings,
               calib=calib, tokenizer=tokenizer, progress=progress)
+    target_names = {name for name, _ in targets}
     grids = {}
     with torch.no_grad():
+        ref_state = ref.state_dict()
+        for key, value in model.state_dict().items():  # AWQ's folds live outside the targets
+            if key.rpartition(".")[0] not in target_names and key in ref_state and ref_state[key].shape == value.shape:
+                value.copy_(ref_state[key])
         for name, module in targets:
             q = ref.get_submodule(name)
             w = linear_weight(module)
-            w.copy_(q.dequantize(torch.float32).to(device=w.device, dtype=w.dtype))
+            w.copy_(q._dequantize_codes(torch.float32).to(device=w.device, dtype=w.dtype))
             grids[name] = (q.scales.float().to(w.device),
-                           q.zeros.float().to(w.device) if q.zeros is not None else None)
+                           q.zeros.float().to(w.device) if q.zeros is not None else None,
+                           q.input_scale.to(w.device) if q.input_scale is not None else None)
     return grids
 
 

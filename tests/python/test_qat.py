@@ -276,6 +276,35 @@ def test_init_from_gptq_starts_from_gptqs_codes():
                      ptq_config=GPTQConfig(bits=3, group_size=32, act_order=True, n_samples=8, seq_len=32))
 
 
+@pytest.mark.parametrize("name", ["llama", "gpt2"])
+def test_init_from_awq_starts_from_awqs_model(name):
+    from quantcore import AWQConfig
+
+    ids = torch.randint(0, 256, (8, 32), generator=torch.Generator().manual_seed(4))
+    ptq = AWQConfig(bits=3, group_size=32, sym=False, n_samples=8, seq_len=32, n_grid=5, clip_grid=5)
+    ref = make_tiny(name)
+    quantcore.quantize_(ref, ptq, calib=ids, progress=False)
+    model = make_tiny(name)
+    names = qat.prepare_(model, qat.QATConfig(bits=3, group_size=32, sym=False, init="awq"), calib=ids,
+                         ptq_config=ptq, progress=False)
+    with torch.no_grad():
+        fake = model(ids).logits
+        torch.testing.assert_close(fake, ref(ids).logits, rtol=1e-4, atol=1e-4)  # AWQ's model, simulated
+    kept = [n for n in names if ref.get_submodule(n).input_scale is not None]
+    if name == "gpt2":
+        assert kept  # c_proj after GELU: no fold, the scale stays on the layer
+    qat.convert_(model)
+    for n in names:
+        a, b = model.get_submodule(n), ref.get_submodule(n)
+        assert torch.equal(a.qweight, b.qweight) and torch.equal(a.scales, b.scales) and torch.equal(a.zeros, b.zeros)
+        assert (a.input_scale is None) == (b.input_scale is None)
+        if a.input_scale is not None:
+            assert torch.equal(a.input_scale, b.input_scale)
+    with pytest.raises(TypeError, match="AWQConfig"):
+        qat.prepare_(make_tiny(name), qat.QATConfig(bits=3, group_size=32, init="awq"), calib=ids,
+                     ptq_config=quantcore.GPTQConfig(bits=3, group_size=32))
+
+
 @pytest.mark.skipif(not (torch.cuda.is_available() and quantcore._C.cuda_kernels),
                     reason="needs a CUDA GPU and a build with QUANTCORE_ENABLE_CUDA=ON")
 @pytest.mark.parametrize("group,scale_rows,sym,snap", [(32, 24, True, False), (64, 24, False, False),
