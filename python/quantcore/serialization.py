@@ -1,11 +1,13 @@
-"""Saving and loading quantized models (quantcore's own format).
+"""Saving and loading quantized models: quantcore's own format and the
+ecosystem's (GPTQ, AWQ, compressed-tensors: ``quantcore.formats``).
 
-A saved directory holds ``model.safetensors`` (every tensor of the state dict,
-packed codes included, shared tensors once), ``config.json`` (the model config
-plus a ``quantization_config`` describing each ``QuantLinear``), and for
-Hugging Face models the tokenizer and generation files. Directories are
-written next to the target and renamed into place, so a crash never leaves a
-half-written model under the final name.
+A saved directory holds ``model.safetensors`` (or shards with an index),
+``config.json`` (the model config plus a ``quantization_config``), and for
+Hugging Face models the tokenizer and generation files. In quantcore's format
+every tensor of the state dict is stored (shared tensors once) and the config
+describes each ``QuantLinear``; the other formats store each layer in their
+own layout. Directories are written next to the target and renamed into place,
+so a crash never leaves a half-written model under the final name.
 """
 
 from __future__ import annotations
@@ -23,11 +25,15 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from . import formats
 from ._targets import replace_module
 from .config import dtype_from_name
-from .nn.quant_linear import QuantLinear
+from .nn.quant_linear import QuantLinear, is_conv1d
 
-__all__ = ["save_quantized", "load_quantized", "FORMAT_VERSION"]
+__all__ = ["save_quantized", "load_quantized", "FORMAT_VERSION", "SAVE_FORMATS"]
+
+#: ``save_quantized(format=...)`` values
+SAVE_FORMATS = ("quantcore",) + tuple(formats.FORMATS)
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
@@ -117,8 +123,15 @@ def save_quantized(
     *,
     tokenizer: Any = None,
     overwrite: bool = False,
+    format: str = "quantcore",
 ) -> Path:
     """Save a quantized model to ``out_dir`` (safetensors + ``config.json``).
+
+    ``format``: ``"quantcore"`` (every layer kind we have), ``"gptq"``
+    (``checkpoint_format: "gptq"``, zeros stored minus one, what most loaders
+    expect), ``"gptq_v2"``, ``"awq"`` (4-bit GEMM) or ``"compressed-tensors"``
+    (``pack-quantized``); see ``quantcore.formats``. A layer a format cannot
+    store exactly raises ``formats.ExportError`` naming it.
 
     Hugging Face models get their config (with ``quantization_config``),
     generation config and tokenizer files (from ``tokenizer`` if given, else
@@ -127,13 +140,19 @@ def save_quantized(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    qconfig = _quantization_config(model)
+    if format not in SAVE_FORMATS:
+        raise ValueError(f"unknown format {format!r}; choose one of {SAVE_FORMATS}")
+    if format == "quantcore":
+        qconfig = _quantization_config(model)
+        tensors, aliases = _dedup_state(model)
+        metadata = {"format": "pt", "quantcore": str(FORMAT_VERSION), "aliases": json.dumps(aliases)}
+    else:
+        qconfig, tensors = _external_checkpoint(model, format)
+        metadata = {"format": "pt"}
     out = Path(out_dir)
 
     def fill(tmp: Path) -> None:
-        tensors, aliases = _dedup_state(model)
-        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={
-            "format": "pt", "quantcore": str(FORMAT_VERSION), "aliases": json.dumps(aliases)})
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata=metadata)
         hf_config = getattr(model, "config", None)
         cfg = {}
         if hf_config is not None and hasattr(hf_config, "to_dict"):
@@ -164,17 +183,41 @@ def save_quantized(
     return out.resolve()
 
 
+def _external_checkpoint(model: nn.Module, fmt: str) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
+    """``quantization_config`` and tensors of ``model`` in format ``fmt``."""
+    module = formats.FORMATS[fmt]
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, QuantLinear)]
+    if not layers:
+        raise ValueError("the model has no QuantLinear layers: run quantcore.quantize_ first")
+    tensors: Dict[str, torch.Tensor] = {}
+    for name, layer in layers:
+        tensors.update(module.export_layer(name, layer, fmt))
+    if fmt == "compressed-tensors":
+        ignore = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) or is_conv1d(m)]
+        qconfig = module.quantization_config(layers, fmt, ignore=ignore)
+    else:
+        qconfig = module.quantization_config(layers, fmt)
+    quantized = tuple(f"{n}." for n, _ in layers)
+    rest, _ = _dedup_state(model)  # tied tensors once: loaders tie them again
+    for key, t in rest.items():
+        if not key.startswith(quantized):
+            tensors[key] = t
+    return qconfig, tensors
+
+
 def _read_quant_config(path: Path) -> Dict[str, Any]:
     cfg_file = path / CONFIG_NAME
     if not cfg_file.is_file():
-        raise FileNotFoundError(f"{cfg_file} not found: not a saved quantcore model")
-    with open(cfg_file) as f:
-        cfg = json.load(f)
-    qcfg = cfg.get("quantization_config")
-    if not isinstance(qcfg, dict) or qcfg.get("quant_method") != QUANT_METHOD:
-        method = qcfg.get("quant_method") if isinstance(qcfg, dict) else None
-        raise ValueError(f"{cfg_file} has no quantcore quantization_config (quant_method={method!r})")
-    if qcfg.get("format_version", 0) > FORMAT_VERSION:
+        raise FileNotFoundError(f"{cfg_file} not found: not a saved quantized model")
+    try:
+        with open(cfg_file) as f:
+            cfg = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{cfg_file} is not valid JSON: {e}") from None
+    qcfg = cfg.get("quantization_config") if isinstance(cfg, dict) else None
+    if not isinstance(qcfg, dict):
+        raise ValueError(f"{cfg_file} has no quantization_config: not a quantized checkpoint")
+    if formats.detect_format(qcfg) == QUANT_METHOD and qcfg.get("format_version", 0) > FORMAT_VERSION:
         raise ValueError(f"{path} was written by a newer quantcore (format {qcfg['format_version']})")
     return cfg
 
@@ -216,22 +259,28 @@ def load_quantized(
     device: Union[str, torch.device] = "cpu",
     dtype: Optional[torch.dtype] = None,
 ) -> nn.Module:
-    """Load a directory written by :func:`save_quantized`.
+    """Load a quantized checkpoint directory: quantcore's format, or GPTQ
+    (``checkpoint_format`` ``gptq`` / ``gptq_v2``), AWQ (GEMM) or
+    compressed-tensors (``pack-quantized``), detected from ``config.json``.
 
     Hugging Face models are rebuilt from ``config.json``; for any other model
     pass ``model=`` an instance of the float architecture (its weights are
-    replaced). Quantized layers come back as ``QuantLinear`` with identical
-    buffers, so outputs equal those of the model that was saved.
+    replaced). Quantized layers come back as ``QuantLinear`` holding exactly the
+    stored codes and grids (they run on CPU and CUDA); a quantcore checkpoint
+    gives outputs equal to those of the model that was saved.
     """
     path = Path(path)
     cfg = _read_quant_config(path)
-    weights = path / WEIGHTS_NAME
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights} not found")
+    fmt = formats.detect_format(cfg["quantization_config"])
     if model is None:
         model = _build_hf_model(path, cfg, dtype)
     elif not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if fmt != QUANT_METHOD:
+        return _load_external(path, model, cfg["quantization_config"], fmt, dtype).to(device)
+    weights = path / WEIGHTS_NAME
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} not found")
     qcfg = cfg["quantization_config"]
     for name, spec in qcfg["modules"].items():
         try:
@@ -261,3 +310,90 @@ def load_quantized(
                          f"unexpected {unexpected[:5]}")
     model._quantcore_configs = qcfg.get("methods", {})
     return model.to(device)
+
+
+class _TensorSource:
+    """Lazy access to the tensors of a checkpoint directory: ``model.safetensors``
+    or the shards listed in ``model.safetensors.index.json``."""
+
+    def __init__(self, path: Path) -> None:
+        index = path / "model.safetensors.index.json"
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{index} is not a valid safetensors index: {e}") from None
+            files = sorted(set(weight_map.values()))
+        elif (path / WEIGHTS_NAME).is_file():
+            files = [WEIGHTS_NAME]
+        else:
+            raise FileNotFoundError(f"{path} has neither {WEIGHTS_NAME} nor model.safetensors.index.json")
+        self._handles = {}
+        self._where: Dict[str, str] = {}
+        for fname in files:
+            file = path / fname
+            if not file.is_file():
+                raise FileNotFoundError(f"{file} (listed in the index) not found")
+            try:
+                handle = safe_open(str(file), framework="pt")
+            except Exception as e:  # safetensors raises its own error types for corrupt headers
+                raise ValueError(f"{file} is not a readable safetensors file: {e}") from None
+            self._handles[fname] = handle
+            for key in handle.keys():
+                self._where[key] = fname
+
+    def keys(self):
+        return self._where.keys()
+
+    def get(self, key: str) -> Optional[torch.Tensor]:
+        fname = self._where.get(key)
+        if fname is None:
+            return None
+        try:
+            return self._handles[fname].get_tensor(key)
+        except Exception as e:
+            raise ValueError(f"{fname}: cannot read tensor {key!r} (truncated or corrupt file?): {e}") from None
+
+
+def _load_external(path: Path, model: nn.Module, qcfg: Dict[str, Any], fmt: str,
+                   dtype: Optional[torch.dtype]) -> nn.Module:
+    module = formats.FORMATS[fmt]
+    source = _TensorSource(path)
+    names = module.quantized_names(source.keys())
+    if not names:
+        raise ValueError(f"{path}: the {fmt} checkpoint holds no quantized layers")
+    consumed = set()
+    for name in names:
+        try:
+            original = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"{path}: quantized layer {name!r} does not exist in the model") from None
+        weight = getattr(original, "weight", None)
+        layer_dtype = weight.dtype if isinstance(weight, torch.Tensor) and weight.is_floating_point() else (
+            dtype or torch.float32)
+
+        def get(key: str, _prefix=f"{name}.") -> Optional[torch.Tensor]:
+            t = source.get(key)
+            if t is not None:
+                consumed.add(key)
+            return t
+
+        layer = module.import_layer(name, get, qcfg, layer_dtype)
+        expected = (original.out_features, original.in_features) if isinstance(original, nn.Linear) else None
+        if expected is not None and (layer.out_features, layer.in_features) != expected:
+            raise ValueError(f"{path}: {name} is [{layer.out_features}, {layer.in_features}] in the checkpoint but "
+                             f"[{expected[0]}, {expected[1]}] in the model config")
+        replace_module(model, name, layer)
+    prefixes = tuple(f"{n}." for n in names)
+    state = {k: source.get(k) for k in source.keys() if k not in consumed and not k.startswith(prefixes)}
+    unknown = sorted(k for k in source.keys() if k not in consumed and k.startswith(prefixes))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if hasattr(model, "tie_weights"):  # checkpoints store tied tensors (lm_head = embeddings) once
+        model.tie_weights()
+    loaded = {t.data_ptr() for k, t in model.state_dict().items() if k in state}
+    current = model.state_dict()
+    missing = [k for k in missing if not k.startswith(prefixes) and current[k].data_ptr() not in loaded]
+    if missing or unexpected or unknown:
+        raise ValueError(f"{path}: checkpoint does not match the model: missing {missing[:5]}, unexpected "
+                         f"{(unexpected + unknown)[:5]}")
+    return model
