@@ -252,6 +252,18 @@ def _build_hf_model(path: Path, cfg: Dict[str, Any], dtype: Optional[torch.dtype
     return model
 
 
+def _float_layer(model: nn.Module, name: str, path: Path, dtype: Optional[torch.dtype]) -> Tuple[nn.Module, torch.dtype]:
+    """The float layer a quantized one replaces, and the dtype its bias keeps."""
+    try:
+        original = model.get_submodule(name)
+    except AttributeError:
+        raise ValueError(f"{path}: quantized layer {name!r} does not exist in the model") from None
+    weight = getattr(original, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.is_floating_point():
+        return original, weight.dtype
+    return original, dtype or torch.float32
+
+
 def load_quantized(
     path: PathLike,
     *,
@@ -283,13 +295,7 @@ def load_quantized(
         raise FileNotFoundError(f"{weights} not found")
     qcfg = cfg["quantization_config"]
     for name, spec in qcfg["modules"].items():
-        try:
-            original = model.get_submodule(name)
-        except AttributeError:
-            raise ValueError(f"{path}: quantized layer {name!r} does not exist in the model") from None
-        weight = getattr(original, "weight", None)
-        bias_dtype = weight.dtype if isinstance(weight, torch.Tensor) and weight.is_floating_point() else (
-            dtype or torch.float32)
+        original, bias_dtype = _float_layer(model, name, path, dtype)
         layer = QuantLinear(
             spec["in_features"], spec["out_features"], bits=spec["bits"], group_size=spec["group_size"],
             sym=spec["sym"], bias=spec["bias"], scale_dtype=dtype_from_name(spec["scale_dtype"]),
@@ -364,15 +370,9 @@ def _load_external(path: Path, model: nn.Module, qcfg: Dict[str, Any], fmt: str,
         raise ValueError(f"{path}: the {fmt} checkpoint holds no quantized layers")
     consumed = set()
     for name in names:
-        try:
-            original = model.get_submodule(name)
-        except AttributeError:
-            raise ValueError(f"{path}: quantized layer {name!r} does not exist in the model") from None
-        weight = getattr(original, "weight", None)
-        layer_dtype = weight.dtype if isinstance(weight, torch.Tensor) and weight.is_floating_point() else (
-            dtype or torch.float32)
+        original, layer_dtype = _float_layer(model, name, path, dtype)
 
-        def get(key: str, _prefix=f"{name}.") -> Optional[torch.Tensor]:
+        def get(key: str) -> Optional[torch.Tensor]:
             t = source.get(key)
             if t is not None:
                 consumed.add(key)

@@ -356,3 +356,29 @@ def test_qat_trains_and_converts_on_cuda():
     qat.convert_(model)
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, fake, rtol=1e-3, atol=1e-3)
+
+
+def test_gradient_accumulation_equals_one_large_batch():
+    cfg = qat.QATConfig(bits=4, group_size=32, sym=False, activation="int8_per_token")
+    ids = torch.randint(0, 256, (4, 16), generator=torch.Generator().manual_seed(6))
+    whole, parts = make_tiny("llama"), make_tiny("llama")
+    qat.prepare_(whole, cfg)
+    qat.prepare_(parts, cfg)
+    whole(ids, labels=ids).loss.backward()
+    for half in ids.split(2):
+        (parts(half, labels=half).loss / 2).backward()
+    for (name, a), (_, b) in zip(whole.named_parameters(), parts.named_parameters()):
+        if a.grad is not None:
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("fmt", ["gptq", "compressed-tensors"])
+def test_converted_models_export_to_the_ecosystem_formats(fmt, tmp_path):
+    model = make_tiny("llama")
+    qat.prepare_(model, qat.QATConfig(bits=4, group_size=32, sym=fmt == "gptq"))
+    ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(7))
+    train(model, ids, 2)
+    qat.convert_(model)
+    loaded = quantcore.load_quantized(quantcore.save_quantized(model, tmp_path / "q", format=fmt))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, model(ids).logits)

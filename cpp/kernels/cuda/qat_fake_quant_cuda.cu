@@ -30,21 +30,43 @@ __device__ __forceinline__ RtnGrid grid_at(const QatFakeQuantCudaArgs& a, int64_
   return {s, z};
 }
 
+// The (row, group) this warp handles: its index in [rows, groups], the offset
+// of its first value, its grid; item < 0 past the end.
+struct WarpGroup {
+  int64_t item, off;
+  RtnGrid grid;
+  int lane;
+  float qmax;
+};
+
+__device__ __forceinline__ WarpGroup warp_group(const QatFakeQuantCudaArgs& a) {
+  WarpGroup w;
+  w.lane = threadIdx.x % kWarp;
+  const int64_t groups = a.cols / a.group;
+  w.item = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
+  if (w.item >= a.rows * groups) {
+    w.item = -1;
+    return w;
+  }
+  const int64_t row = w.item / groups, g = w.item % groups;
+  w.grid = grid_at(a, row, g, groups);
+  w.qmax = float((1 << a.bits) - 1);
+  w.off = row * a.cols + g * a.group;
+  return w;
+}
+
 // Inputs and outputs in their own dtype (no fp32 copies of a bf16 weight):
 // the math is fp32, so values equal the CPU kernel's on the fp32-converted input.
 template <typename T>
 __global__ void forward_kernel(QatFakeQuantCudaArgs a) {
   const T* x = static_cast<const T*>(a.x);
   T* y = static_cast<T*>(a.y);
-  const int lane = threadIdx.x % kWarp;
-  const int64_t groups = a.cols / a.group;
-  const int64_t item = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
-  if (item >= a.rows * groups) return;
-  const int64_t row = item / groups, g = item % groups;
-  const RtnGrid gg = grid_at(a, row, g, groups);
-  const float qmax = float((1 << a.bits) - 1);
-  const int64_t off = row * a.cols + g * a.group;
-  for (int64_t i = lane; i < a.group; i += kWarp) {
+  const WarpGroup w = warp_group(a);
+  if (w.item < 0) return;
+  const RtnGrid& gg = w.grid;
+  const int64_t off = w.off;
+  const float qmax = w.qmax;
+  for (int64_t i = w.lane; i < a.group; i += kWarp) {
     const float q = rtn_code(to_float<T>(x[off + i]), gg, qmax);
     y[off + i] = from_float<T>(__fmul_rn(__fsub_rn(q, gg.zero), gg.scale));
   }
@@ -55,16 +77,13 @@ __global__ void backward_kernel(QatFakeQuantCudaArgs a) {
   const T* x = static_cast<const T*>(a.x);
   const T* grad_y = static_cast<const T*>(a.grad_y);
   T* grad_x = static_cast<T*>(a.grad_x);
-  const int lane = threadIdx.x % kWarp;
-  const int64_t groups = a.cols / a.group;
-  const int64_t item = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
-  if (item >= a.rows * groups) return;
-  const int64_t row = item / groups, g = item % groups;
-  const RtnGrid gg = grid_at(a, row, g, groups);
-  const float qmax = float((1 << a.bits) - 1);
-  const int64_t off = row * a.cols + g * a.group;
+  const WarpGroup w = warp_group(a);
+  if (w.item < 0) return;
+  const RtnGrid& gg = w.grid;
+  const int64_t off = w.off;
+  const float qmax = w.qmax;
   float ds = 0.f, dz = 0.f;
-  for (int64_t i = lane; i < a.group; i += kWarp) {
+  for (int64_t i = w.lane; i < a.group; i += kWarp) {
     const float gy = to_float<T>(grad_y[off + i]);
     const float v = __fdiv_rn(to_float<T>(x[off + i]), gg.scale);
     const float rv = rintf(v);
@@ -83,9 +102,9 @@ __global__ void backward_kernel(QatFakeQuantCudaArgs a) {
     ds += __shfl_xor_sync(0xffffffffu, ds, o);
     dz += __shfl_xor_sync(0xffffffffu, dz, o);
   }
-  if (lane == 0) {
-    a.grad_scale[item] = ds * a.grad_factor;
-    if (a.grad_zero) a.grad_zero[item] = dz * a.grad_factor;
+  if (w.lane == 0) {
+    a.grad_scale[w.item] = ds * a.grad_factor;
+    if (a.grad_zero) a.grad_zero[w.item] = dz * a.grad_factor;
   }
 }
 
