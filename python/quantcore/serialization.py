@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from . import formats
+from .checkpoint_io import WEIGHTS_NAME, TensorSource
 from ._targets import replace_module
 from .config import dtype_from_name
 from .nn.quant_linear import QuantLinear, is_conv1d
@@ -36,7 +36,6 @@ __all__ = ["save_quantized", "load_quantized", "FORMAT_VERSION", "SAVE_FORMATS"]
 SAVE_FORMATS = ("quantcore",) + tuple(formats.FORMATS)
 
 FORMAT_VERSION = 1
-WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 QUANT_METHOD = "quantcore"
 # Files copied from the source model directory when no tokenizer object is given.
@@ -290,9 +289,6 @@ def load_quantized(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if fmt != QUANT_METHOD:
         return _load_external(path, model, cfg["quantization_config"], fmt, dtype).to(device)
-    weights = path / WEIGHTS_NAME
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights} not found")
     qcfg = cfg["quantization_config"]
     for name, spec in qcfg["modules"].items():
         original, bias_dtype = _float_layer(model, name, path, dtype)
@@ -303,68 +299,35 @@ def load_quantized(
             input_scale=bool(spec.get("input_scale", False)), act_bits=spec.get("act_bits"),
             act_sym=bool(spec.get("act_sym", True)))
         replace_module(model, name, layer)
-    state = {}
-    with safe_open(str(weights), framework="pt") as f:
-        aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
-        for key in f.keys():
-            state[key] = f.get_tensor(key)
+    source = TensorSource(path)
+    aliases = json.loads(source.metadata().get("aliases", "{}"))
+    state = {key: source.get(key) for key in source.keys()}
     for alias, stored in aliases.items():
         state[alias] = state[stored]
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path}: checkpoint does not match the model: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}")
+    _load_float_state(model, state, path)
     model._quantcore_configs = qcfg.get("methods", {})
     return model.to(device)
 
 
-class _TensorSource:
-    """Lazy access to the tensors of a checkpoint directory: ``model.safetensors``
-    or the shards listed in ``model.safetensors.index.json``."""
-
-    def __init__(self, path: Path) -> None:
-        index = path / "model.safetensors.index.json"
-        if index.is_file():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{index} is not a valid safetensors index: {e}") from None
-            files = sorted(set(weight_map.values()))
-        elif (path / WEIGHTS_NAME).is_file():
-            files = [WEIGHTS_NAME]
-        else:
-            raise FileNotFoundError(f"{path} has neither {WEIGHTS_NAME} nor model.safetensors.index.json")
-        self._handles = {}
-        self._where: Dict[str, str] = {}
-        for fname in files:
-            file = path / fname
-            if not file.is_file():
-                raise FileNotFoundError(f"{file} (listed in the index) not found")
-            try:
-                handle = safe_open(str(file), framework="pt")
-            except Exception as e:  # safetensors raises its own error types for corrupt headers
-                raise ValueError(f"{file} is not a readable safetensors file: {e}") from None
-            self._handles[fname] = handle
-            for key in handle.keys():
-                self._where[key] = fname
-
-    def keys(self):
-        return self._where.keys()
-
-    def get(self, key: str) -> Optional[torch.Tensor]:
-        fname = self._where.get(key)
-        if fname is None:
-            return None
-        try:
-            return self._handles[fname].get_tensor(key)
-        except Exception as e:
-            raise ValueError(f"{fname}: cannot read tensor {key!r} (truncated or corrupt file?): {e}") from None
+def _load_float_state(model: nn.Module, state: Dict[str, torch.Tensor], path: Path, skip: Tuple[str, ...] = ()) -> None:
+    """Loads ``state`` into ``model``; keys the checkpoint omits must be tied to loaded ones
+    (checkpoints store tied tensors, lm_head = embeddings, once). ``skip``: prefixes of
+    layers already built from the checkpoint."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    current = model.state_dict()
+    loaded = {current[k].data_ptr() for k in state if k in current}
+    missing = [k for k in missing if not k.startswith(skip) and current[k].data_ptr() not in loaded]
+    if missing or unexpected:
+        raise ValueError(f"{path}: checkpoint does not match the model: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
 
 
 def _load_external(path: Path, model: nn.Module, qcfg: Dict[str, Any], fmt: str,
                    dtype: Optional[torch.dtype]) -> nn.Module:
     module = formats.FORMATS[fmt]
-    source = _TensorSource(path)
+    source = TensorSource(path)
     names = module.quantized_names(source.keys())
     if not names:
         raise ValueError(f"{path}: the {fmt} checkpoint holds no quantized layers")
@@ -387,13 +350,7 @@ def _load_external(path: Path, model: nn.Module, qcfg: Dict[str, Any], fmt: str,
     prefixes = tuple(f"{n}." for n in names)
     state = {k: source.get(k) for k in source.keys() if k not in consumed and not k.startswith(prefixes)}
     unknown = sorted(k for k in source.keys() if k not in consumed and k.startswith(prefixes))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if hasattr(model, "tie_weights"):  # checkpoints store tied tensors (lm_head = embeddings) once
-        model.tie_weights()
-    loaded = {t.data_ptr() for k, t in model.state_dict().items() if k in state}
-    current = model.state_dict()
-    missing = [k for k in missing if not k.startswith(prefixes) and current[k].data_ptr() not in loaded]
-    if missing or unexpected or unknown:
-        raise ValueError(f"{path}: checkpoint does not match the model: missing {missing[:5]}, unexpected "
-                         f"{(unexpected + unknown)[:5]}")
+    if unknown:
+        raise ValueError(f"{path}: checkpoint does not match the model: unexpected {unknown[:5]}")
+    _load_float_state(model, state, path, skip=prefixes)
     return model
