@@ -222,9 +222,12 @@ def walk_layers(model: nn.Module, layers: nn.ModuleList, windows: torch.Tensor, 
     ``bar`` iterates over the layer indices (a tqdm bar or a range)."""
     hidden, layer_args = _capture_layer_inputs(model, layers, windows)
     hidden = [h.to(compute) for h in hidden]
+    stream = getattr(model, "_quantcore_stream", None)  # streaming.quantize_checkpoint: blocks load on demand
     for li in bar:
         block = layers[li]
         home = _module_device(block)
+        if stream is not None:
+            stream.load(li, block)
         block.to(compute)
         memo: Dict[int, Any] = {}
         calls = [_to_device(a, compute, memo) for a in layer_args[li]]
@@ -235,6 +238,8 @@ def walk_layers(model: nn.Module, layers: nn.ModuleList, windows: torch.Tensor, 
 
         yield li, block, run_block, len(hidden)
         hidden = [_first_tensor(run_block(i)) for i in range(len(hidden))]
+        if stream is not None:
+            stream.done(li, block)  # written out, then freed
         block.to(home)
 
 

@@ -1,0 +1,268 @@
+"""Quantizing a Hugging Face checkpoint directory without loading it whole.
+
+``quantize_checkpoint(model_dir, out_dir, config, format=...)`` builds the
+model's skeleton with its decoder blocks on the ``meta`` device (no memory),
+then for one block at a time: reads its tensors from the memory-mapped
+safetensors shards, quantizes its linear layers (RTN directly; GPTQ and AWQ
+through their usual layer-by-layer drivers, which call back here to load each
+block before calibrating it and to write it out afterwards), writes the
+result to the output shards and frees the block. Peak memory is about one
+block plus the calibration activations (and, for GPTQ/AWQ, the embeddings
+that produce the first block's inputs). Everything else (embeddings, final
+norm, an unquantized ``lm_head``) is copied tensor by tensor.
+
+The output goes to a temporary sibling directory renamed into place when
+complete; the input is only read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import formats
+from ._targets import find_targets, replace_module
+from .calibration import find_decoder_layers
+from .checkpoint_io import ShardWriter, TensorSource
+from .config import QuantConfig, RTNConfig
+from .nn.quant_linear import QuantLinear, linear_weight
+from .quantize import LayerReport, QuantizationReport, _record_quantization, model_bytes, quantize_
+from .serialization import (_SIDE_FILES, CONFIG_NAME, FORMAT_VERSION, SAVE_FORMATS, _quantization_config,
+                            _write_tree)
+
+__all__ = ["quantize_checkpoint"]
+
+PathLike = Union[str, os.PathLike]
+
+
+def read_hf_config(model_dir: Path) -> Dict[str, Any]:
+    """``config.json`` of a Hugging Face checkpoint directory, with clear errors."""
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"{model_dir} is not a directory")
+    cfg_file = model_dir / CONFIG_NAME
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{cfg_file} not found: not a Hugging Face checkpoint directory")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{cfg_file} is not valid JSON: {e}") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{cfg_file} does not hold a JSON object")
+    if "quantization_config" in cfg:
+        method = (cfg["quantization_config"] or {}).get("quant_method") if isinstance(
+            cfg["quantization_config"], dict) else None
+        raise ValueError(f"{model_dir} is already quantized (quant_method={method!r}); start from the float "
+                         "checkpoint")
+    return cfg
+
+
+def _build_skeleton(model_dir: Path, cfg: Dict[str, Any]) -> nn.Module:
+    """The model with uninitialized CPU weights (pages not touched until loaded)."""
+    import transformers
+
+    archs = cfg.get("architectures") or []
+    cls = getattr(transformers, archs[0], None) if archs else None
+    if cls is None:
+        raise ValueError(f"unsupported architecture {archs!r} in {model_dir / CONFIG_NAME}: transformers "
+                         f"{transformers.__version__} has no such model class")
+    try:
+        hf_config = transformers.AutoConfig.from_pretrained(str(model_dir))
+    except Exception as e:  # transformers raises many types for a config it cannot read
+        raise ValueError(f"{model_dir / CONFIG_NAME}: transformers cannot read it: {e}") from None
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers < 5
+        from transformers.modeling_utils import no_init_weights
+    dtype = cfg.get("dtype") or cfg.get("torch_dtype") or "float32"
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    with no_init_weights():
+        model = cls._from_config(hf_config, dtype=dtype)
+    model.config._name_or_path = str(model_dir)
+    return model.eval()
+
+
+class _BlockStream:
+    """Loads decoder blocks from the checkpoint on demand and writes them out
+    (quantized) once done; GPTQ/AWQ's layer walk calls ``load`` and ``done``."""
+
+    def __init__(self, source: TensorSource, writer: ShardWriter, layers_path: str, layers: nn.ModuleList,
+                 fmt: str, target_names: Sequence[str]) -> None:
+        self.source, self.writer, self.fmt = source, writer, fmt
+        self.layers_path, self.layers = layers_path, layers
+        self.targets = set(target_names)
+        # Non-persistent buffers (e.g. rotary tables) are not in the checkpoint: keep them.
+        self.buffers: List[Dict[str, torch.Tensor]] = []
+        for block in layers:
+            persistent = set(block.state_dict().keys())
+            self.buffers.append({n: b.clone() for n, b in block.named_buffers() if n not in persistent})
+            block.to("meta")
+
+    def prefix(self, li: int) -> str:
+        return f"{self.layers_path}.{li}."
+
+    def load(self, li: int, block: nn.Module) -> None:
+        prefix = self.prefix(li)
+        block.to_empty(device="cpu")
+        with torch.no_grad():
+            for name, buf in self.buffers[li].items():
+                block.get_buffer(name).copy_(buf)
+        state = {k[len(prefix):]: self.source.get(k) for k in self.source.prefix_keys(prefix)}
+        missing, unexpected = block.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"the checkpoint's tensors for {prefix[:-1]} do not match the model config: missing "
+                             f"{[prefix + k for k in missing][:5]}, unexpected {[prefix + k for k in unexpected][:5]}")
+        for name, module in block.named_modules():
+            full = prefix + name
+            if full in self.targets and not bool(torch.isfinite(linear_weight(module)).all()):
+                raise ValueError(f"{full}: weight contains NaN or Inf")
+
+    def done(self, li: int, block: nn.Module) -> None:
+        prefix = self.prefix(li)
+        tensors: Dict[str, torch.Tensor] = {}
+        quantized = [(n, m) for n, m in block.named_modules() if isinstance(m, QuantLinear)]
+        if self.fmt == "quantcore":
+            tensors = {prefix + k: v for k, v in block.state_dict().items()}
+        else:
+            module = formats.FORMATS[self.fmt]
+            for name, layer in quantized:
+                tensors.update(module.export_layer(prefix + name, layer, self.fmt))
+            inside = tuple(f"{n}." for n, _ in quantized)
+            tensors.update({prefix + k: v for k, v in block.state_dict().items() if not k.startswith(inside)})
+        self.writer.add(tensors)
+        block.to("meta")
+
+
+def quantize_checkpoint(
+    model_dir: PathLike,
+    out_dir: PathLike,
+    config: QuantConfig,
+    *,
+    format: str = "quantcore",
+    calib: Any = None,
+    tokenizer: Any = None,
+    device: Optional[Union[str, torch.device]] = None,
+    include: Optional[Sequence[str]] = None,
+    exclude: Optional[Sequence[str]] = None,
+    max_shard_bytes: int = 1 << 30,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Tuple[Path, QuantizationReport]:
+    """Quantize the Hugging Face checkpoint in ``model_dir`` (sharded safetensors,
+    ``config.json``, tokenizer) into ``out_dir`` in ``format`` (see
+    ``save_quantized``), one decoder block in memory at a time. The decoder
+    blocks' linear layers are quantized (``include``/``exclude`` patterns narrow
+    them); the rest is copied. Tokenizer and generation files are copied.
+
+    Returns the output directory and the quantization report.
+    """
+    model_dir, out = Path(model_dir), Path(out_dir)
+    if not isinstance(config, QuantConfig):
+        raise TypeError(f"config must be a quantcore config such as RTNConfig, got {type(config).__name__}")
+    if format not in SAVE_FORMATS:
+        raise ValueError(f"unknown format {format!r}; choose one of {SAVE_FORMATS}")
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True (--overwrite) to replace it")
+    if out.resolve() == model_dir.resolve():
+        raise ValueError("the output directory must differ from the input")
+    cfg = read_hf_config(model_dir)
+    source = TensorSource(model_dir)
+    model = _build_skeleton(model_dir, cfg)
+    layers_path, layers = find_decoder_layers(model)
+    targets, skipped = find_targets(model, include, exclude, skip_output_embeddings=True)
+    outside = [n for n, _ in targets if not n.startswith(layers_path + ".")]
+    if outside:
+        raise ValueError(f"streaming quantizes the decoder layers' linears only; exclude {outside[:3]}")
+    if not targets:
+        raise ValueError("no linear layers to quantize" + (" after include/exclude" if include or exclude else ""))
+    report_box: List[QuantizationReport] = []
+
+    def fill(tmp: Path) -> None:
+        writer = ShardWriter(tmp, max_shard_bytes,
+                             {"format": "pt", "quantcore": str(FORMAT_VERSION)} if format == "quantcore" else None)
+        stream = _BlockStream(source, writer, layers_path, layers, format, [n for n, _ in targets])
+        rest = [k for k in source.keys() if not k.startswith(layers_path + ".")]
+        if isinstance(config, RTNConfig):
+            report_box.append(_rtn_blocks(model, stream, targets, config, progress))
+        else:
+            # GPTQ/AWQ capture the first block's inputs through the embeddings: load the non-block part.
+            state = {k: source.get(k) for k in rest}
+            model.load_state_dict(state, strict=False)
+            model.tie_weights()
+            model._quantcore_stream = stream
+            try:
+                report_box.append(quantize_(model, config, include=[n for n, _ in targets], calib=calib,
+                                            tokenizer=tokenizer, device=device or "cpu", progress=progress))
+            finally:
+                del model._quantcore_stream
+        for key in rest:  # embeddings, final norm, lm_head: unchanged
+            writer.add({key: source.get(key)})
+        writer.close()
+        _write_config(tmp, model, cfg, format)
+        for fname in _SIDE_FILES:
+            if (model_dir / fname).is_file() and not (tmp / fname).exists():
+                shutil.copy2(model_dir / fname, tmp / fname)
+
+    _write_tree(out, True, fill)
+    report = report_box[0]
+    report.skipped = skipped
+    return out.resolve(), report
+
+
+def _rtn_blocks(model: nn.Module, stream: _BlockStream, targets, config: RTNConfig,
+                progress: bool) -> QuantizationReport:
+    start = time.perf_counter()
+    report = QuantizationReport(method=config.method, config=config.to_dict(), skipped=[],
+                                model_bytes_before=model_bytes(model))
+    by_block: Dict[int, List[str]] = {}
+    for name, _ in targets:
+        li = int(name[len(stream.layers_path) + 1:].split(".", 1)[0])
+        by_block.setdefault(li, []).append(name)
+    with torch.no_grad():
+        for li in tqdm(range(len(stream.layers)), desc="quantcore rtn (streaming)", disable=not progress,
+                       unit="layer"):
+            block = stream.layers[li]
+            stream.load(li, block)
+            for name in by_block.get(li, []):
+                t0 = time.perf_counter()
+                module = model.get_submodule(name)
+                try:
+                    qlayer = QuantLinear.from_linear(module, config)
+                except ValueError as e:
+                    raise ValueError(f"{name}: {e}") from e
+                w = linear_weight(module).detach().float()
+                rel = float(torch.linalg.vector_norm(qlayer.dequantize(torch.float32) - w)
+                            / torch.linalg.vector_norm(w).clamp_min(1e-30))
+                report.layers.append(LayerReport(
+                    name=name, in_features=qlayer.in_features, out_features=qlayer.out_features, bits=qlayer.bits,
+                    group_size=qlayer.group_size,
+                    bytes_before=sum(p.numel() * p.element_size() for p in module.parameters(recurse=False)),
+                    bytes_after=qlayer.storage_bytes(), bits_per_weight=qlayer.weight_bits_per_element(),
+                    rel_error=rel, seconds=time.perf_counter() - t0))
+                replace_module(model, name, qlayer)
+            stream.done(li, block)
+    _record_quantization(model, config)
+    report.model_bytes_after = model_bytes(model)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _write_config(tmp: Path, model: nn.Module, cfg: Dict[str, Any], fmt: str) -> None:
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, QuantLinear)]
+    if fmt == "quantcore":
+        qconfig = _quantization_config(model)
+    elif fmt == "compressed-tensors":
+        ignore = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+        qconfig = formats.FORMATS[fmt].quantization_config(layers, fmt, ignore=ignore)
+    else:
+        qconfig = formats.FORMATS[fmt].quantization_config(layers, fmt)
+    out = dict(cfg)
+    out["quantization_config"] = qconfig
+    (tmp / CONFIG_NAME).write_text(json.dumps(out, indent=2, sort_keys=True, default=str) + "\n")
