@@ -65,6 +65,11 @@ class AWQConfig(QuantConfig):
             ``i < clip_max_shrink * clip_grid``.
         fold: fold ``1/s`` into the op before where the architecture allows
             (otherwise every ``QuantLinear`` keeps its ``input_scale``).
+        unfolded: what happens to a scale no earlier op can absorb (e.g. o_proj
+            under grouped-query attention, GPT-2's c_proj after GELU):
+            ``"input_scale"`` keeps it on the layer (best accuracy; quantcore
+            format only), ``"skip"`` does not scale those linears, as AutoAWQ
+            does (every checkpoint format can store the result).
         then_gptq: quantize the scaled (and clipped) weights with GPTQ instead
             of RTN; ``act_order``, ``percdamp``, ``block_size`` are GPTQ's.
         n_samples, seq_len, seed: calibration windows drawn from the given text.
@@ -82,6 +87,7 @@ class AWQConfig(QuantConfig):
     clip_grid: int = 20
     clip_max_shrink: float = 0.5
     fold: bool = True
+    unfolded: str = "input_scale"
     then_gptq: bool = False
     act_order: bool = False
     percdamp: float = 0.01
@@ -102,6 +108,8 @@ class AWQConfig(QuantConfig):
             raise ValueError(f"percdamp must be in [0, 10), got {self.percdamp}")
         if self.block_size < 1 or self.n_samples < 1 or self.seq_len < 2:
             raise ValueError("block_size and n_samples must be >= 1 and seq_len >= 2")
+        if self.unfolded not in ("input_scale", "skip"):
+            raise ValueError(f"unfolded must be 'input_scale' or 'skip', got {self.unfolded!r}")
         if self.act_order and not self.then_gptq:
             raise ValueError("act_order is a GPTQ option: set then_gptq=True to use it")
 
@@ -435,7 +443,10 @@ def _quantize_block(model, block, todo, prefix, run_block, n, config, compute, r
     # Each linear's effective weight: rows divided by the folds into it, columns scaled.
     row_scale: Dict[int, Tuple[Tuple[int, int], torch.Tensor]] = {}
     for plan in plans:
-        where = f"folded into {prefix}{plan.group.prev}" if plan.folded else "kept as input_scale"
+        if not plan.folded and config.unfolded == "skip":
+            plan.scale = torch.ones_like(plan.scale)
+        where = (f"folded into {prefix}{plan.group.prev}" if plan.folded else
+                 "no fold: not scaled (unfolded='skip')" if config.unfolded == "skip" else "kept as input_scale")
         for i in plan.stats.members:
             scaling[names[i]] = f"alpha {plan.alpha:.2f}, {where}"
         if plan.folded and plan.group.kind == "rows" and id(plan.prev) in by_id:
@@ -455,8 +466,8 @@ def _quantize_block(model, block, todo, prefix, run_block, n, config, compute, r
                 w[r0:r1] /= rs[:, None]
                 if bias is not None:
                     bias[r0:r1] /= rs.to(bias.device)
-            qlayer, rel = _quantize_linear(m, w * s, hessian, bias, None if plan.folded else s, config,
-                                           rel_names[i])
+            keep = not plan.folded and config.unfolded == "input_scale"
+            qlayer, rel = _quantize_linear(m, w * s, hessian, bias, s if keep else None, config, rel_names[i])
             replace_module(block, rel_names[i], qlayer)
             replaced.append((block, rel_names[i], m))
             results.append((names[i], qlayer, rel, time.perf_counter() - t0))

@@ -70,6 +70,10 @@ class TensorSource:
 
 
 
+    def shape(self, key: str) -> List[int]:
+        """A tensor's shape from the file header (nothing read)."""
+        return list(self._handles[self._where[key]].get_slice(key).get_shape())
+
     def prefix_keys(self, prefix: str) -> List[str]:
         return [k for k in self._where if k.startswith(prefix)]
 

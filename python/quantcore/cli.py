@@ -1,4 +1,14 @@
-"""Command line: ``quantcore demo`` / ``python -m quantcore demo``, ``quantcore info``."""
+"""Command line (``quantcore ...`` or ``python -m quantcore ...``):
+
+* ``demo``: quantize the bundled small model and compare with float;
+* ``quantize MODEL_DIR -o OUT_DIR``: quantize a Hugging Face checkpoint directory,
+  one decoder layer in memory at a time, into any supported format;
+* ``eval DIR``: perplexity of a float or quantized model directory;
+* ``info [DIR]``: versions and CPU kernels, or a quantized checkpoint's summary.
+
+User errors (missing files, bad configs, a non-empty output directory) print
+one ``error:`` line and exit with status 2.
+"""
 
 from __future__ import annotations
 
@@ -25,21 +35,54 @@ def main(argv: Optional[List[str]] = None) -> int:
     ev.add_argument("--stride", type=int, default=None, help="sliding-window stride (default: seq-len)")
     ev.add_argument("--max-windows", type=int, default=None)
     ev.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    sub.add_parser("info", help="print versions and the CPU kernel instruction set")
+    info = sub.add_parser("info", help="versions and CPU kernels; with DIR, a quantized checkpoint's summary")
+    info.add_argument("dir", type=Path, nargs="?", help="quantized checkpoint directory")
+    q = sub.add_parser("quantize", help="quantize a Hugging Face checkpoint directory (streamed layer by layer)")
+    q.add_argument("model", type=Path, help="Hugging Face checkpoint directory (safetensors + config + tokenizer)")
+    q.add_argument("-o", "--output", type=Path, required=True, help="output directory (must not exist or be empty)")
+    q.add_argument("--method", default="rtn", choices=["rtn", "gptq", "awq", "awq+gptq"])
+    q.add_argument("--bits", type=int, default=4)
+    q.add_argument("--group-size", type=int, default=128, help="columns per group; -1 per channel")
+    q.add_argument("--asym", action="store_true", help="asymmetric grids (zero points); default symmetric")
+    q.add_argument("--act-order", action="store_true", help="GPTQ: columns by descending Hessian diagonal")
+    q.add_argument("--calib", type=Path, help="calibration text file (GPTQ, AWQ)")
+    q.add_argument("--n-samples", type=int, default=128, help="calibration windows")
+    q.add_argument("--seq-len", type=int, default=2048, help="tokens per calibration window")
+    q.add_argument("--format", default="quantcore", choices=["quantcore", "gptq", "gptq_v2", "awq",
+                                                             "compressed-tensors"])
+    q.add_argument("--device", default=None, help="where each layer is calibrated, e.g. cuda (default cpu)")
+    q.add_argument("--include", action="append", help="quantize only linears matching this pattern (repeatable)")
+    q.add_argument("--exclude", action="append", help="keep linears matching this pattern in float (repeatable)")
+    q.add_argument("--max-shard-size", type=int, default=1024, help="output shard size in MiB")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    q.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into e.g. `head`
+        return 0
+    except (OSError, ValueError, TypeError) as e:  # user errors: one line, no traceback
+        msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.strerror}: {e.filename}"
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
 
+
+def _run(args) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        try:
-            run_demo(args.model, args.text, seq_len=args.seq_len, windows=args.windows,
-                     gen_tokens=args.gen_tokens, progress=not args.no_progress)
-        except FileNotFoundError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        run_demo(args.model, args.text, seq_len=args.seq_len, windows=args.windows,
+                 gen_tokens=args.gen_tokens, progress=not args.no_progress)
         return 0
     if args.command == "eval":
         return _eval(args)
+    if args.command == "quantize":
+        return _quantize(args)
+    if args.command == "info" and args.dir is not None:
+        return _info_dir(args.dir)
     if args.command == "info":
         import torch
 
@@ -67,11 +110,13 @@ def _eval(args) -> int:
 
     cfg_file = args.model / "config.json"
     if not cfg_file.is_file():
-        print(f"error: {cfg_file} not found", file=sys.stderr)
-        return 2
+        raise FileNotFoundError(f"{cfg_file} not found")
     dtype = getattr(torch, args.dtype)
-    qcfg = json.loads(cfg_file.read_text()).get("quantization_config") or {}
-    if qcfg.get("quant_method") == "quantcore":
+    try:
+        qcfg = json.loads(cfg_file.read_text()).get("quantization_config") or {}
+    except ValueError as e:
+        raise ValueError(f"{cfg_file} is not valid JSON: {e}") from None
+    if qcfg:  # any format quantcore reads (quantcore, gptq, awq, compressed-tensors)
         model = load_quantized(args.model, dtype=dtype)
     else:
         model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
@@ -82,6 +127,90 @@ def _eval(args) -> int:
                              stride=args.stride, max_windows=args.max_windows)
     print(f"perplexity {ppl:.4f}  ({args.model}, {text_file.name}, seq_len {args.seq_len}, "
           f"stride {args.stride or args.seq_len})")
+    return 0
+
+
+def _quantize(args) -> int:
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import quantcore
+    from .streaming import quantize_checkpoint
+
+    common = dict(bits=args.bits, group_size=args.group_size, sym=not args.asym)
+    calibrated = args.method != "rtn"
+    if args.method == "rtn":
+        if args.act_order or args.calib:
+            raise ValueError("--act-order and --calib are for --method gptq / awq / awq+gptq")
+        config = quantcore.RTNConfig(**common)
+    elif args.method == "gptq":
+        config = quantcore.GPTQConfig(**common, act_order=args.act_order, n_samples=args.n_samples,
+                                      seq_len=args.seq_len)
+    else:
+        # Other formats cannot store a scale no earlier op absorbs: leave those linears unscaled.
+        config = quantcore.AWQConfig(**common, then_gptq=args.method == "awq+gptq", act_order=args.act_order,
+                                     n_samples=args.n_samples, seq_len=args.seq_len,
+                                     unfolded="input_scale" if args.format == "quantcore" else "skip")
+    tokenizer = None
+    if calibrated:
+        if args.calib is None:
+            raise ValueError(f"--method {args.method} needs calibration text: --calib FILE")
+        if not args.calib.is_file():
+            raise FileNotFoundError(f"calibration file {args.calib} not found")
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(args.model))
+        except Exception as e:  # transformers raises many types for a missing/corrupt tokenizer
+            raise ValueError(f"cannot load the tokenizer of {args.model}: {e}") from None
+    out, report = quantize_checkpoint(
+        args.model, args.output, config, format=args.format, calib=args.calib if calibrated else None,
+        tokenizer=tokenizer, device=args.device, include=args.include, exclude=args.exclude,
+        max_shard_bytes=args.max_shard_size << 20, overwrite=args.overwrite, progress=not args.no_progress)
+    print(report)
+    print(f"wrote {out} ({args.format}, {_dir_bytes(out) / 2**20:.1f} MiB)")
+    return 0
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+
+
+def _info_dir(path: Path) -> int:
+    import json
+
+    from . import formats
+    from .checkpoint_io import TensorSource
+
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{cfg_file} not found")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except ValueError as e:
+        raise ValueError(f"{cfg_file} is not valid JSON: {e}") from None
+    qcfg = cfg.get("quantization_config")
+    if not isinstance(qcfg, dict):
+        print(f"{path}: float checkpoint ({(cfg.get('architectures') or ['?'])[0]}), "
+              f"{_dir_bytes(path) / 2**20:.1f} MiB on disk")
+        return 0
+    fmt = formats.detect_format(qcfg)
+    source = TensorSource(path)
+    print(f"{path}: {fmt} checkpoint of {(cfg.get('architectures') or ['?'])[0]}, "
+          f"{_dir_bytes(path) / 2**20:.1f} MiB on disk")
+    if fmt == "quantcore":
+        rows = [(n, s["out_features"], s["in_features"], s["bits"], s["group_size"], s["sym"])
+                for n, s in qcfg["modules"].items()]
+    else:
+        module = formats.FORMATS[fmt]
+        names = module.quantized_names(source.keys())
+        bits = qcfg.get("bits") or next(iter((qcfg.get("config_groups") or {}).values()), {}).get(
+            "weights", {}).get("num_bits")
+        rows = [(n, *module.layer_shape(n, source, qcfg), bits, None, None) for n in names]
+    print(f"{len(rows)} quantized layers")
+    for name, out_f, in_f, b, g, sym in rows:
+        extra = "" if g is None else f", group {g}, {'sym' if sym else 'asym'}"
+        print(f"  {name}: [{out_f}, {in_f}] {b}-bit{extra}")
     return 0
 
 

@@ -313,7 +313,11 @@ def _load_float_state(model: nn.Module, state: Dict[str, torch.Tensor], path: Pa
     """Loads ``state`` into ``model``; keys the checkpoint omits must be tied to loaded ones
     (checkpoints store tied tensors, lm_head = embeddings, once). ``skip``: prefixes of
     layers already built from the checkpoint."""
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        detail = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e).splitlines()[0])
+        raise ValueError(f"{path}: checkpoint does not match the model: {detail}") from None
     if hasattr(model, "tie_weights"):
         model.tie_weights()
     current = model.state_dict()

@@ -115,7 +115,11 @@ class _BlockStream:
             for name, buf in self.buffers[li].items():
                 block.get_buffer(name).copy_(buf)
         state = {k[len(prefix):]: self.source.get(k) for k in self.source.prefix_keys(prefix)}
-        missing, unexpected = block.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = block.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # shape mismatches
+            raise ValueError(f"the checkpoint's tensors for {prefix[:-1]} do not match the model config: "
+                             f"{_first_mismatch(e)}") from None
         if missing or unexpected:
             raise ValueError(f"the checkpoint's tensors for {prefix[:-1]} do not match the model config: missing "
                              f"{[prefix + k for k in missing][:5]}, unexpected {[prefix + k for k in unexpected][:5]}")
@@ -170,6 +174,9 @@ def quantize_checkpoint(
         raise ValueError(f"unknown format {format!r}; choose one of {SAVE_FORMATS}")
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True (--overwrite) to replace it")
+    if format != "quantcore" and getattr(config, "unfolded", None) == "input_scale":
+        raise ValueError(f"format {format!r} cannot store AWQ scales that no earlier op absorbs: use "
+                         "AWQConfig(unfolded='skip') (as AutoAWQ does) or format='quantcore'")
     if out.resolve() == model_dir.resolve():
         raise ValueError("the output directory must differ from the input")
     cfg = read_hf_config(model_dir)
@@ -194,7 +201,10 @@ def quantize_checkpoint(
         else:
             # GPTQ/AWQ capture the first block's inputs through the embeddings: load the non-block part.
             state = {k: source.get(k) for k in rest}
-            model.load_state_dict(state, strict=False)
+            try:
+                model.load_state_dict(state, strict=False)
+            except RuntimeError as e:
+                raise ValueError(f"{model_dir}: the checkpoint does not match its config: {_first_mismatch(e)}") from None
             model.tie_weights()
             model._quantcore_stream = stream
             try:
@@ -214,6 +224,11 @@ def quantize_checkpoint(
     report = report_box[0]
     report.skipped = skipped
     return out.resolve(), report
+
+
+def _first_mismatch(e: RuntimeError) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln or "Missing" in ln]
+    return lines[0] if lines else str(e).splitlines()[0]
 
 
 def _rtn_blocks(model: nn.Module, stream: _BlockStream, targets, config: RTNConfig,

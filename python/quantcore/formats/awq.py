@@ -99,3 +99,9 @@ def import_layer(name: str, get: Callable[[str], Optional[torch.Tensor]], qcfg: 
     zeros = unpack_columns(qzeros).t().contiguous()
     return QuantLinear.from_codes(codes, scales.t().contiguous(), zeros, get(f"{name}.bias"), bits=4, group_size=gs,
                                   dtype=dtype)
+
+
+def layer_shape(name: str, source, qcfg: dict) -> Tuple[int, int]:
+    """``[out, in]`` of a stored layer, from the tensor headers."""
+    in_f, words = source.shape(f"{name}.qweight")
+    return words * 8, in_f

@@ -166,3 +166,9 @@ def import_layer(name: str, get: Callable[[str], Optional[torch.Tensor]], qcfg: 
             g_idx = None
     return QuantLinear.from_codes(codes, scale, zeros, get(f"{name}.bias"), bits=bits, group_size=gs, dtype=dtype,
                                   g_idx=g_idx)
+
+
+def layer_shape(name: str, source, qcfg: dict) -> Tuple[int, int]:
+    """``[out, in]`` of a stored layer (its ``weight_shape``)."""
+    out_f, in_f = (int(v) for v in source.get(f"{name}.weight_shape").tolist())
+    return out_f, in_f

@@ -118,3 +118,9 @@ def import_layer(name: str, get: Callable[[str], Optional[torch.Tensor]], qcfg: 
     bias = get(f"{name}.bias")
     return QuantLinear.from_codes(codes, scales.t().contiguous(), zeros_u8, bias, bits=bits, group_size=gs,
                                   dtype=dtype, g_idx=g_idx)
+
+
+def layer_shape(name: str, source, qcfg: dict) -> Tuple[int, int]:
+    """``[out, in]`` of a stored layer, from the tensor headers."""
+    rows, out_f = source.shape(f"{name}.qweight")
+    return out_f, rows * 32 // qcfg.get("bits", 4)
