@@ -46,6 +46,14 @@ log "installing Python dependencies (requirements-dev.txt)"
 "${PIP[@]}" install -r requirements-dev.txt 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import transformers, safetensors, pybind11, scikit_build_core, pytest" \
   || { echo "dependency installation failed" >&2; exit 1; }
+# Peers' packing code, for the checkpoint-format tests only: kept out of the venv
+# (AutoGPTQ needs transformers < 5), the tests load single files from it.
+if [ ! -d .peer-code/auto_gptq ] || [ ! -d .peer-code/awq ]; then
+  log "installing AutoGPTQ / AutoAWQ packing code into .peer-code/ (format tests)"
+  rm -rf .peer-code
+  "${PIP[@]}" install --no-deps --target .peer-code autoawq==0.2.9 auto-gptq==0.7.1 2>&1 \
+    | grep -v "^WARNING: Location" || true
+fi
 
 # -- 3. quantcore ------------------------------------------------------------
 log "building quantcore against torch $(.venv/bin/python -c 'import torch; print(torch.__version__)')"

@@ -31,6 +31,22 @@ def _names_a_file(text: Any) -> bool:
         return False
 
 
+# Texts longer than this are tokenized in pieces cut at line ends: a tokenizer's
+# per-token bookkeeping for a whole book would dwarf the ids it returns.
+_TOKENIZE_CHUNK_CHARS = 1 << 22
+
+
+def _token_ids(tokenizer: Any, text: str) -> torch.Tensor:
+    pieces, start = [], 0
+    while start < len(text):
+        end = len(text) if len(text) - start <= _TOKENIZE_CHUNK_CHARS else text.find("\n", start + _TOKENIZE_CHUNK_CHARS)
+        end = len(text) if end < 0 else end + 1
+        pieces.append(tokenizer(text[start:end], return_tensors="pt", add_special_tokens=False).input_ids[0].to(
+            torch.int32))
+        start = end
+    return torch.cat(pieces).long()
+
+
 def calibration_windows(calib: Any, tokenizer: Any, n_samples: int, seq_len: int, seed: int) -> torch.Tensor:
     """``[n, seq_len]`` token windows drawn (seeded) from text, a file or token ids.
 
@@ -53,7 +69,7 @@ def calibration_windows(calib: Any, tokenizer: Any, n_samples: int, seq_len: int
             raise TypeError("calib must be a text, a list of texts, a text file path or a tensor of token ids")
         if tokenizer is None:
             raise ValueError("calibration text needs tokenizer=")
-        ids = torch.cat([tokenizer(t, return_tensors="pt", add_special_tokens=False).input_ids[0] for t in calib])
+        ids = torch.cat([_token_ids(tokenizer, t) for t in calib])
         bos = bos_token_id(tokenizer)
         if bos is not None:  # windows start as the model's inputs do (Gemma relies on its BOS)
             if ids.numel() < seq_len - 1:

@@ -8,7 +8,13 @@ Per quantized linear ``name`` (``in`` inputs, ``out`` outputs, ``G`` groups):
   bit stream (3-bit codes straddle words);
 * ``name.qzeros`` int32 ``[G, out * bits / 32]``: zero points packed along the
   output dim the same way. ``checkpoint_format: "gptq"`` stores zero - 1 and
-  loaders add one back; ``"gptq_v2"`` stores the zero itself;
+  loaders add one back; ``"gptq_v2"`` stores the zero itself. Where a zero is
+  0, writers and readers of ``"gptq"`` disagree: GPTQModel (what transformers
+  loads through) subtracts ``0x11111111`` from whole words (4-bit; a borrow
+  runs into the next field), AutoGPTQ per field. We read as GPTQModel does
+  (per field for 3-bit, as it does) and refuse to write a zero of 0 in
+  ``"gptq"``, so every reader agrees on what we write; ``"gptq_v2"`` stores
+  any zero;
 * ``name.scales`` float16 ``[G, out]``;
 * ``name.g_idx`` int32 ``[in]``: the group of each input column (any order with
   act-order, ``desc_act``);
@@ -77,6 +83,21 @@ def quantization_config(layers: List[Tuple[str, QuantLinear]], fmt: str = "gptq"
     }
 
 
+# Per-word constant GPTQModel adds to turn "gptq" qzeros into raw ones (one 1 per field).
+_V1_WORD_ONES = {2: 0x55555555, 4: 0x11111111, 8: 0x01010101}
+
+
+def v1_to_v2_qzeros(qzeros: torch.Tensor, bits: int) -> torch.Tensor:
+    """Raw zero points from ``checkpoint_format: "gptq"`` qzeros, as GPTQModel and
+    transformers read them: whole-word addition for 2/4/8 bits (exact inverse of
+    GPTQModel's writer, borrows included), per field (mod 2**bits) for 3 bits."""
+    if bits in _V1_WORD_ONES:
+        words = (qzeros.to(torch.int64) + _V1_WORD_ONES[bits]) & 0xFFFFFFFF
+        return torch.where(words >= 1 << 31, words - (1 << 32), words).to(torch.int32)
+    stored = ops.unpack(qzeros, bits).to(torch.int16)
+    return ops.pack(((stored + 1) & ((1 << bits) - 1)).to(torch.uint8), bits, 32)
+
+
 def quantized_names(keys) -> List[str]:
     return sorted(k[: -len(".qweight")] for k in keys if k.endswith(".qweight"))
 
@@ -100,12 +121,9 @@ def import_layer(name: str, get: Callable[[str], Optional[torch.Tensor]], qcfg: 
     require(tuple(scales.shape) == (groups, out_f) and scales.is_floating_point(),
             f"{name}.scales must be float [{groups}, {out_f}], got {tuple(scales.shape)}")
     codes = unpack_dim0(qweight, bits).t().contiguous()
-    zeros = ops.unpack(qzeros, bits).t().contiguous().to(torch.int16)
     if fmt == "gptq":
-        zeros = zeros + 1  # what the loaders of this format compute
-        if bool((zeros > 255).any()):
-            raise ValueError(f"{name}: 8-bit zero point 256 (stored 255 in checkpoint_format 'gptq') is not "
-                             "representable")
+        qzeros = v1_to_v2_qzeros(qzeros, bits)
+    zeros = ops.unpack(qzeros, bits).t().contiguous()
     g_idx = get(f"{name}.g_idx")
     if g_idx is not None:
         require(tuple(g_idx.shape) == (in_f,), f"{name}.g_idx must be [{in_f}]")
