@@ -3,7 +3,7 @@
 quantized through `quantcore quantize` in a child process; the child's peak
 RSS must stay <= 25% of the bf16 checkpoint's size.
 
-Run: python benchmarks/bench_streaming_memory.py [--layers 22 --hidden 2560 --mlp 6912 --vocab 32000]
+Run: python benchmarks/bench_streaming_memory.py [--layers 28 --hidden 2560 --mlp 6912 --vocab 32000]
      [--methods rtn gptq] [--calib-samples 16 --seq-len 512] [--device cpu|cuda] [--workdir DIR] [--json FILE]
 """
 
@@ -66,7 +66,7 @@ def measured(cmd) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--layers", type=int, default=22)
+    ap.add_argument("--layers", type=int, default=28)
     ap.add_argument("--hidden", type=int, default=2560)
     ap.add_argument("--mlp", type=int, default=6912)
     ap.add_argument("--vocab", type=int, default=32000)
