@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import formats
-from ._targets import find_targets, replace_module
+from ._targets import find_targets, output_embedding_names, replace_module
 from .calibration import find_decoder_layers
 from .checkpoint_io import ShardWriter, TensorSource
 from .config import QuantConfig, RTNConfig
@@ -41,6 +41,20 @@ from .serialization import (_SIDE_FILES, CONFIG_NAME, FORMAT_VERSION, SAVE_FORMA
 __all__ = ["quantize_checkpoint"]
 
 PathLike = Union[str, os.PathLike]
+
+
+def _return_freed_memory() -> None:
+    """Asks glibc to serve large allocations with mmap (returned to the system when
+    freed) instead of its heap, which keeps freed blocks: streaming frees one
+    decoder block after another, and without this the process still holds them."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD: 1 MiB, fixed (no dynamic raise)
+        libc.mallopt(-1, 1 << 20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
 
 
 def read_hf_config(model_dir: Path) -> Dict[str, Any]:
@@ -180,6 +194,7 @@ def quantize_checkpoint(
     if out.resolve() == model_dir.resolve():
         raise ValueError("the output directory must differ from the input")
     cfg = read_hf_config(model_dir)
+    _return_freed_memory()
     source = TensorSource(model_dir)
     model = _build_skeleton(model_dir, cfg)
     layers_path, layers = find_decoder_layers(model)
@@ -199,13 +214,17 @@ def quantize_checkpoint(
         if isinstance(config, RTNConfig):
             report_box.append(_rtn_blocks(model, stream, targets, config, progress))
         else:
-            # GPTQ/AWQ capture the first block's inputs through the embeddings: load the non-block part.
-            state = {k: source.get(k) for k in rest}
-            try:
-                model.load_state_dict(state, strict=False)
-            except RuntimeError as e:
-                raise ValueError(f"{model_dir}: the checkpoint does not match its config: {_first_mismatch(e)}") from None
-            model.tie_weights()
+            # GPTQ/AWQ capture the first block's inputs through the embeddings: load the
+            # non-block part, one tensor at a time, except the output head (never run).
+            heads = tuple(f"{n}." for n in output_embedding_names(model))
+            for key in rest:
+                if key.startswith(heads):
+                    continue
+                try:
+                    model.load_state_dict({key: source.get(key)}, strict=False)
+                except RuntimeError as e:
+                    raise ValueError(f"{model_dir}: the checkpoint does not match its config: "
+                                     f"{_first_mismatch(e)}") from None
             model._quantcore_stream = stream
             try:
                 report_box.append(quantize_(model, config, include=[n for n, _ in targets], calib=calib,

@@ -65,6 +65,12 @@ def test_streaming_equals_in_memory_quantization(src, tmp_path, name, cfg, fmt):
     loaded = quantcore.load_quantized(out)
     with torch.no_grad():
         assert torch.equal(loaded(IDS).logits, in_memory(model, cfg)(IDS).logits)
+    from safetensors import safe_open  # our shard writer's files read back with the reference reader
+
+    shard = sorted(out.glob("model-*.safetensors"))[0]
+    with safe_open(str(shard), framework="pt") as f:
+        key = next(iter(f.keys()))
+        assert torch.equal(f.get_tensor(key), quantcore.checkpoint_io.TensorSource(out).get(key))
 
 
 def test_interrupted_run_leaves_no_output(src, tmp_path, monkeypatch):
