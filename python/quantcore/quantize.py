@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -137,7 +138,7 @@ def _check_layer(name: str, module: nn.Module, config: QuantConfig) -> Optional[
 
 
 def quantize_(
-    model: nn.Module,
+    model: Union[nn.Module, str, "os.PathLike[str]"],
     config: QuantConfig,
     *,
     include: Optional[Sequence[str]] = None,
@@ -149,7 +150,11 @@ def quantize_(
     """Quantize ``model`` in place: each ``nn.Linear`` / ``Conv1D`` becomes a ``QuantLinear``.
 
     Args:
-        model: any ``nn.Module``; Hugging Face models are the main use.
+        model: any ``nn.Module``; Hugging Face models are the main use. Or the
+            path of a Hugging Face checkpoint directory: it is then quantized
+            streaming, one decoder layer in memory at a time, into
+            ``out_dir=`` (required) in ``format=`` (default ``"quantcore"``);
+            see ``quantcore.streaming.quantize_checkpoint``.
         config: a method config, e.g. ``RTNConfig(bits=4, group_size=128)``.
         include / exclude: module-name patterns (globs such as ``"*.mlp.*"``, or
             ``"re:<regex>"``). Only ``include`` matches are quantized when given.
@@ -170,6 +175,18 @@ def quantize_(
     >>> type(model[0]).__name__, len(report.layers)
     ('QuantLinear', 2)
     """
+    if isinstance(model, (str, os.PathLike)):
+        from .streaming import quantize_checkpoint
+
+        out_dir = method_inputs.pop("out_dir", None)
+        if out_dir is None:
+            raise ValueError("quantizing a checkpoint directory needs out_dir=: quantize_(model_dir, config, "
+                             "out_dir=..., format=...)")
+        extra = {k: method_inputs.pop(k) for k in ("format", "max_shard_bytes", "overwrite") if k in method_inputs}
+        if not skip_output_embeddings:
+            raise ValueError("streaming keeps the output embeddings in float (skip_output_embeddings=True)")
+        return quantize_checkpoint(model, out_dir, config, include=include, exclude=exclude, progress=progress,
+                                   **extra, **method_inputs)[1]
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(config, QuantConfig):

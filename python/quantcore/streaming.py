@@ -112,6 +112,8 @@ class _BlockStream:
         self.source, self.writer, self.fmt = source, writer, fmt
         self.layers_path, self.layers = layers_path, layers
         self.targets = set(target_names)
+        self.originals: List[nn.Module] = []
+        self.release_on_first_load: List[nn.Module] = []
         # Non-persistent buffers (e.g. rotary tables) are not in the checkpoint: keep them.
         self.buffers: List[Dict[str, torch.Tensor]] = []
         for block in layers:
@@ -123,6 +125,11 @@ class _BlockStream:
         return f"{self.layers_path}.{li}."
 
     def load(self, li: int, block: nn.Module) -> None:
+        # The first block loads after the calibration inputs were captured through
+        # the embeddings: nothing runs the model as a whole after that.
+        for module in self.release_on_first_load:
+            module.to("meta")
+        self.release_on_first_load = []
         prefix = self.prefix(li)
         block.to_empty(device="cpu")
         with torch.no_grad():
@@ -137,10 +144,13 @@ class _BlockStream:
         if missing or unexpected:
             raise ValueError(f"the checkpoint's tensors for {prefix[:-1]} do not match the model config: missing "
                              f"{[prefix + k for k in missing][:5]}, unexpected {[prefix + k for k in unexpected][:5]}")
+        self.originals = []
         for name, module in block.named_modules():
             full = prefix + name
-            if full in self.targets and not bool(torch.isfinite(linear_weight(module)).all()):
-                raise ValueError(f"{full}: weight contains NaN or Inf")
+            if full in self.targets:
+                self.originals.append(module)
+                if not bool(torch.isfinite(linear_weight(module)).all()):
+                    raise ValueError(f"{full}: weight contains NaN or Inf")
 
     def done(self, li: int, block: nn.Module) -> None:
         prefix = self.prefix(li)
@@ -156,6 +166,11 @@ class _BlockStream:
             tensors.update({prefix + k: v for k, v in block.state_dict().items() if not k.startswith(inside)})
         self.writer.add(tensors)
         block.to("meta")
+        # The float layers the quantized ones replaced: callers (quantize_'s target
+        # list, GPTQ's undo list) still reference them, so free their weights here.
+        for module in self.originals:
+            module.to("meta")
+        self.originals = []
 
 
 def quantize_checkpoint(
@@ -225,6 +240,7 @@ def quantize_checkpoint(
                 except RuntimeError as e:
                     raise ValueError(f"{model_dir}: the checkpoint does not match its config: "
                                      f"{_first_mismatch(e)}") from None
+            stream.release_on_first_load = [m for m in (model.get_input_embeddings(),) if m is not None]
             model._quantcore_stream = stream
             try:
                 report_box.append(quantize_(model, config, include=[n for n, _ in targets], calib=calib,

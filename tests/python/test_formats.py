@@ -265,3 +265,16 @@ def test_bad_checkpoints_raise_clearly(tmp_path):
     cfg_file.unlink()
     with pytest.raises(FileNotFoundError):
         quantcore.load_quantized(out)
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and quantcore._C.cuda_kernels),
+                    reason="needs a CUDA GPU and a build with QUANTCORE_ENABLE_CUDA=ON")
+@pytest.mark.parametrize("fmt", ["gptq", "awq", "compressed-tensors"])
+def test_loaded_checkpoints_run_on_cuda(fmt, tmp_path):
+    model = quantized(cfg=RTNConfig(bits=4, group_size=32, sym=fmt != "awq"))
+    loaded = quantcore.load_quantized(quantcore.save_quantized(model, tmp_path / "q", format=fmt), device="cuda",
+                                      dtype=torch.bfloat16)
+    ref = quantcore.load_quantized(tmp_path / "q", dtype=torch.bfloat16)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(IDS.cuda()).logits.float().cpu(), ref(IDS).logits.float(),
+                                   rtol=3e-2, atol=3e-2)

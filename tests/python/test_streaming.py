@@ -157,3 +157,15 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_quantize_on_a_checkpoint_directory_streams_it(src, tmp_path):
+    model, path = src()
+    report = quantcore.quantize_(str(path), RTNConfig(group_size=32), out_dir=tmp_path / "out", format="gptq",
+                                 progress=False)
+    assert len(report.layers) == 14
+    loaded = quantcore.load_quantized(tmp_path / "out")
+    with torch.no_grad():
+        assert torch.equal(loaded(IDS).logits, in_memory(model, RTNConfig(group_size=32))(IDS).logits)
+    with pytest.raises(ValueError, match="out_dir"):
+        quantcore.quantize_(str(path), RTNConfig(group_size=32))
