@@ -82,6 +82,8 @@ def test_bad_models_and_configs_leave_model_untouched():
     with pytest.raises(TypeError, match="config"):
         quantcore.quantize_(make_tiny("llama"), {"bits": 4})
     with pytest.raises(TypeError, match="Module"):
+        quantcore.quantize_(42, RTNConfig())
+    with pytest.raises(ValueError, match="out_dir"):  # a path is a checkpoint directory to stream
         quantcore.quantize_("model", RTNConfig())
 
     model = make_tiny("llama")
