@@ -29,6 +29,16 @@ def build(args):
     return LlamaForCausalLM._from_config(cfg, dtype=getattr(torch, args.dtype)).to(args.device)
 
 
+def train_step(model, ids, opt) -> None:
+    """One language-model step (forward, backward, AdamW), finished on the device."""
+    loss = model(ids, labels=ids).loss
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if ids.is_cuda:
+        torch.cuda.synchronize()
+
+
 def step_times(model, batches, steps):
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
     times = []
@@ -37,12 +47,7 @@ def step_times(model, batches, steps):
         if ids.is_cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        loss = model(ids, labels=ids).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if ids.is_cuda:
-            torch.cuda.synchronize()
+        train_step(model, ids, opt)
         times.append(time.perf_counter() - t0)
     return sorted(times[2:])[len(times[2:]) // 2]
 
@@ -55,12 +60,7 @@ def profile_step(model, batch, label):
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if batch.is_cuda else [])
     for i in range(3):  # the last step is recorded, after warm-up
         with profile(activities=acts) if i == 2 else _null() as prof:
-            loss = model(batch, labels=batch).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if batch.is_cuda:
-                torch.cuda.synchronize()
+            train_step(model, batch, opt)
     key = "self_cuda_time_total" if batch.is_cuda else "self_cpu_time_total"
     print(f"--- {label}")
     print(prof.key_averages().table(sort_by=key, row_limit=25))
