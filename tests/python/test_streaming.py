@@ -106,6 +106,9 @@ def test_cli_quantize_info_and_eval(src, tmp_path, capsys):
     assert "gptq checkpoint" in text and "14 quantized layers" in text
     qcfg = json.loads((tmp_path / "q" / "config.json").read_text())["quantization_config"]
     assert qcfg["quant_method"] == "gptq" and qcfg["bits"] == 4 and qcfg["group_size"] == 32
+    assert main(["eval", str(tmp_path / "q"), "--text", str(tmp_path / "calib.txt"), "--seq-len", "16",
+                 "--max-windows", "2"]) == 0
+    assert "perplexity" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("case", ["nonempty", "missing", "badjson", "quantized", "arch", "truncated", "mismatch",
