@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 
 #include "group_grid.h"
@@ -162,11 +163,11 @@ at::Tensor quantize_block_aten(at::Tensor& W, const at::Tensor& Hinv, const at::
 }
 
 // Upper Cholesky factor of H^-1, as the reference computes it. The damping is
-// added to h in place (h is the solver's own copy). Once its Cholesky factor
-// exists h is released, and rebuilt from the factor only if a later step
-// fails, so no more than W and three n x n matrices are alive at a time (the
-// reference keeps as many). Undefined when h + damping is not positive definite.
-at::Tensor inverse_factor(at::Tensor& h, double damp) {
+// added to h in place (h is the solver's own copy). Each step frees its input
+// once its output exists (h, then the factor, then the inverse), so at most two
+// n x n matrices are alive at a time; when a later step fails, h is rebuilt
+// with `rebuild` (undamped). Undefined when h + damping is not positive definite.
+at::Tensor inverse_factor(at::Tensor& h, double damp, const std::function<at::Tensor()>& rebuild) {
   h.diagonal().add_(damp);
   auto [l, info] = at::linalg_cholesky_ex(h);
   if (info.item<int>() != 0) {
@@ -174,10 +175,12 @@ at::Tensor inverse_factor(at::Tensor& h, double damp) {
     return {};
   }
   h = at::Tensor();
-  auto [u, info2] = at::linalg_cholesky_ex(at::cholesky_inverse(l), /*upper=*/true);
+  at::Tensor hinv = at::cholesky_inverse(l);
+  l = at::Tensor();
+  auto [u, info2] = at::linalg_cholesky_ex(hinv, /*upper=*/true);
+  hinv = at::Tensor();
   if (info2.item<int>() == 0 && at::isfinite(u).all().item<bool>()) return u;
-  h = at::matmul(l, l.mT());
-  h.diagonal().sub_(damp);
+  h = rebuild();
   return {};
 }
 
@@ -218,14 +221,30 @@ GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, co
   const double maxq = double((1 << opt.bits) - 1);
   const int64_t gs = opt.group_size == -1 ? cols : opt.group_size;
   at::Tensor W = weight.to(at::kFloat).clone();
-  at::Tensor H = hessian.to(at::kFloat).clone();
   TORCH_CHECK_VALUE(at::isfinite(W).all().item<bool>(), "gptq: weight contains NaN or Inf");
-  TORCH_CHECK_VALUE(at::isfinite(H).all().item<bool>(), "gptq: Hessian contains NaN or Inf");
+  TORCH_CHECK_VALUE(at::isfinite(hessian).all().item<bool>(), "gptq: Hessian contains NaN or Inf");
 
   // Dead inputs (never active in calibration): H_ii = 1, W[:, i] = 0.
-  at::Tensor dead = H.diagonal() == 0;
-  H.diagonal().masked_fill_(dead, 1.0);
+  const at::Tensor dead = hessian.diagonal() == 0;
   W.index_put_({Slice(), dead}, 0.0);
+  at::Tensor perm, invperm;
+  if (opt.act_order) {  // columns by descending curvature (of the dead-fixed H)
+    perm = at::argsort(at::where(dead, at::ones_like(hessian.diagonal()), hessian.diagonal()).to(at::kFloat),
+                       /*stable=*/true, /*dim=*/0, /*descending=*/true);
+    invperm = at::argsort(perm);
+  }
+  // The solver's H: a float copy of the caller's, dead inputs fixed, in solve
+  // order; built again if a factorization has to be retried.
+  const auto solver_hessian = [&]() {
+    at::Tensor h = hessian.to(at::kFloat).clone();
+    h.diagonal().masked_fill_(dead, 1.0);
+    if (perm.defined()) {
+      h = h.index_select(0, perm);  // one row pass, then one column pass: two n x n at a time
+      h = h.index_select(1, perm);
+    }
+    return h;
+  };
+  at::Tensor H = solver_hessian();
 
   // Static groups: every grid from the weight before reordering and updates.
   const bool static_groups = opt.static_groups && opt.group_size != -1;
@@ -236,19 +255,13 @@ GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, co
     for (int64_t g = 0; g < cols / gs; ++g) find_grid(W, g * gs, gs, opt, static_scales, static_zeros, g);
   }
 
-  at::Tensor perm, invperm;
-  if (opt.act_order) {
-    perm = at::argsort(H.diagonal(), /*stable=*/true, /*dim=*/0, /*descending=*/true);
-    W = W.index({Slice(), perm});
-    H = H.index({perm}).index({Slice(), perm});
-    invperm = at::argsort(perm);
-  }
+  if (opt.act_order) W = W.index({Slice(), perm});
 
   GptqResult res;
   const double mean_diag = H.diagonal().mean().item<double>();
   at::Tensor Hinv;
   for (double pd = opt.percdamp; pd <= opt.percdamp + 0.1 + 1e-12 && !Hinv.defined(); pd += 0.01) {
-    Hinv = inverse_factor(H, pd * mean_diag);
+    Hinv = inverse_factor(H, pd * mean_diag, solver_hessian);
     res.damp_used = pd;
   }
   if (!Hinv.defined()) {
@@ -256,7 +269,11 @@ GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, co
     // curvature model; failing that, plain RTN (Hinv = I) as the last resort.
     const double floor = mean_diag > 0 ? mean_diag : 1.0;
     H.diagonal().clamp_min_(floor);
-    Hinv = inverse_factor(H, 0.1 * floor);
+    Hinv = inverse_factor(H, 0.1 * floor, [&]() {
+      at::Tensor h = solver_hessian();
+      h.diagonal().clamp_min_(floor);
+      return h;
+    });
     res.fallback = Hinv.defined() ? "diagonal floor" : "rtn";
     if (!Hinv.defined()) Hinv = at::eye(cols, W.options());
   }
