@@ -200,6 +200,20 @@ def ops_signed(layer):
     return (quantcore.ops.unpack(layer.qweight, layer.bits).to(torch.int16) - (1 << (layer.bits - 1))).to(torch.int8)
 
 
+def test_gptq_format_key_as_optimum_writes_it(tmp_path):
+    """optimum names the zero convention `format` (no `checkpoint_format`); AutoGPTQ
+    writes neither (v1)."""
+    model = quantized(cfg=RTNConfig(bits=4, group_size=32, sym=False))
+    out = quantcore.save_quantized(model, tmp_path / "q", format="gptq_v2")
+    cfg_file = out / "config.json"
+    cfg = json.loads(cfg_file.read_text())
+    assert cfg["quantization_config"]["format"] == "gptq_v2"
+    del cfg["quantization_config"]["checkpoint_format"]
+    cfg_file.write_text(json.dumps(cfg))
+    assert formats.detect_format(cfg["quantization_config"]) == "gptq_v2"
+    assert_same_model(quantcore.load_quantized(out), model)
+
+
 def test_transformers_accepts_our_quantization_configs(tmp_path):
     import transformers
 

@@ -21,14 +21,21 @@ from ._common import ExportError
 #: format name -> module with ``export_layer``, ``quantization_config``, ``import_layers``
 FORMATS = {"gptq": gptq, "gptq_v2": gptq, "awq": awq, "compressed-tensors": compressed_tensors}
 
-__all__ = ["FORMATS", "ExportError", "detect_format"]
+__all__ = ["FORMATS", "ExportError", "detect_format", "gptq_checkpoint_format"]
+
+
+def gptq_checkpoint_format(quantization_config: dict) -> str:
+    """``"gptq"`` or ``"gptq_v2"``: GPTQModel writes ``checkpoint_format`` and ``format``,
+    optimum only ``format``, AutoGPTQ neither (v1)."""
+    fmt = quantization_config.get("checkpoint_format") or quantization_config.get("format") or "gptq"
+    return str(fmt).lower()
 
 
 def detect_format(quantization_config: dict) -> str:
     """The format name of a ``config.json``'s ``quantization_config``."""
     method = quantization_config.get("quant_method")
     if method == "gptq":
-        fmt = quantization_config.get("checkpoint_format", "gptq")
+        fmt = gptq_checkpoint_format(quantization_config)
         if fmt not in ("gptq", "gptq_v2"):
             raise ValueError(f"unsupported GPTQ checkpoint_format {fmt!r} (quantcore reads 'gptq' and 'gptq_v2')")
         return fmt

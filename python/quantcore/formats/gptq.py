@@ -71,6 +71,8 @@ def quantization_config(layers: List[Tuple[str, QuantLinear]], fmt: str = "gptq"
     return {
         "quant_method": "gptq",
         "checkpoint_format": fmt,
+        "format": fmt,  # optimum and newer GPTQModel read this key
+        "pack_dtype": "int32",
         "bits": bits,
         "group_size": uniform_group_size(layers, fmt),
         "desc_act": any(layer.perm is not None for _, layer in layers),
@@ -105,7 +107,9 @@ def quantized_names(keys) -> List[str]:
 def import_layer(name: str, get: Callable[[str], Optional[torch.Tensor]], qcfg: dict,
                  dtype: torch.dtype) -> QuantLinear:
     """The ``QuantLinear`` of ``name`` from its tensors (``get(key)`` or None if absent)."""
-    fmt = qcfg.get("checkpoint_format", "gptq")
+    from . import gptq_checkpoint_format
+
+    fmt = gptq_checkpoint_format(qcfg)
     bits = qcfg.get("bits")
     require(bits in BITS, f"GPTQ config: bits must be one of {BITS}, got {bits!r}")
     qweight, qzeros, scales = get(f"{name}.qweight"), get(f"{name}.qzeros"), get(f"{name}.scales")
