@@ -23,7 +23,31 @@ import torch
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 
-__all__ = ["TensorSource", "ShardWriter", "SafetensorsFile", "WEIGHTS_NAME", "INDEX_NAME"]
+CONFIG_NAME = "config.json"
+
+__all__ = ["TensorSource", "ShardWriter", "SafetensorsFile", "read_config", "state_mismatch",
+           "WEIGHTS_NAME", "INDEX_NAME", "CONFIG_NAME"]
+
+
+def read_config(model_dir: Path) -> Dict:
+    """``config.json`` of a checkpoint directory, with one-line errors for a missing,
+    unreadable or non-object file."""
+    cfg_file = Path(model_dir) / CONFIG_NAME
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{cfg_file} not found")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{cfg_file} is not valid JSON: {e}") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{cfg_file} does not hold a JSON object")
+    return cfg
+
+
+def state_mismatch(e: RuntimeError) -> str:
+    """The first line of ``load_state_dict``'s error that names what does not fit."""
+    lines = [ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln]
+    return lines[0] if lines else str(e).splitlines()[0]
 
 _DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -109,8 +133,10 @@ class TensorSource:
         self._files: Dict[str, SafetensorsFile] = {}
         self._where: Dict[str, str] = {}
         for fname in files:
+            if not isinstance(fname, str) or Path(fname).name != fname:
+                raise ValueError(f"{index}: shard name {fname!r} is not a file name in the directory")
             file = path / fname
-            if not isinstance(fname, str) or Path(fname).name != fname or not file.is_file():
+            if not file.is_file():
                 raise FileNotFoundError(f"{file} (listed in the index) not found")
             self._files[fname] = SafetensorsFile(file)
             for key in self._files[fname].entries:

@@ -96,7 +96,6 @@ def _run(args) -> int:
 
 
 def _eval(args) -> int:
-    import json
     import os
 
     import torch
@@ -106,17 +105,11 @@ def _eval(args) -> int:
 
     from . import eval as qc_eval
     from .assets import demo_text_file
+    from .checkpoint_io import read_config
     from .serialization import load_quantized
 
-    cfg_file = args.model / "config.json"
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"{cfg_file} not found")
     dtype = getattr(torch, args.dtype)
-    try:
-        qcfg = json.loads(cfg_file.read_text()).get("quantization_config") or {}
-    except ValueError as e:
-        raise ValueError(f"{cfg_file} is not valid JSON: {e}") from None
-    if qcfg:  # any format quantcore reads (quantcore, gptq, awq, compressed-tensors)
+    if read_config(args.model).get("quantization_config"):  # any format quantcore reads (quantcore, gptq, awq, compressed-tensors)
         model = load_quantized(args.model, dtype=dtype)
     else:
         model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
@@ -177,18 +170,10 @@ def _dir_bytes(path: Path) -> int:
 
 
 def _info_dir(path: Path) -> int:
-    import json
-
     from . import formats
-    from .checkpoint_io import TensorSource
+    from .checkpoint_io import TensorSource, read_config
 
-    cfg_file = path / "config.json"
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"{cfg_file} not found")
-    try:
-        cfg = json.loads(cfg_file.read_text())
-    except ValueError as e:
-        raise ValueError(f"{cfg_file} is not valid JSON: {e}") from None
+    cfg = read_config(path)
     qcfg = cfg.get("quantization_config")
     if not isinstance(qcfg, dict):
         print(f"{path}: float checkpoint ({(cfg.get('architectures') or ['?'])[0]}), "

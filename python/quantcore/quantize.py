@@ -252,24 +252,10 @@ def quantize_(
         report.seconds = time.perf_counter() - start
         return report
     replacements = []
-    with torch.no_grad():
-        for name, module in tqdm(targets, desc=f"quantcore {config.method}", disable=not progress,
-                                 unit="layer"):
-            t0 = time.perf_counter()
-            try:
-                qlayer = QuantLinear.from_linear(module, config)
-            except ValueError as e:
-                raise ValueError(f"{name}: {e}") from e
-            w = linear_weight(module).detach().float()
-            err = torch.linalg.vector_norm(qlayer.dequantize(torch.float32).to(w.device) - w)
-            rel = float(err / torch.linalg.vector_norm(w).clamp_min(1e-30))
-            report.layers.append(LayerReport(
-                name=name, in_features=qlayer.in_features, out_features=qlayer.out_features,
-                bits=qlayer.bits, group_size=qlayer.group_size,
-                bytes_before=sum(p.numel() * p.element_size() for p in module.parameters(recurse=False)),
-                bytes_after=qlayer.storage_bytes(), bits_per_weight=qlayer.weight_bits_per_element(),
-                rel_error=rel, seconds=time.perf_counter() - t0))
-            replacements.append((name, qlayer))
+    for name, module in tqdm(targets, desc=f"quantcore {config.method}", disable=not progress, unit="layer"):
+        qlayer, layer_report = rtn_layer(name, module, config)
+        report.layers.append(layer_report)
+        replacements.append((name, qlayer))
     for name, qlayer in replacements:
         replace_module(model, name, qlayer)
     _untie_quantized_head(model)
@@ -277,6 +263,25 @@ def quantize_(
     report.model_bytes_after = model_bytes(model)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def rtn_layer(name: str, module: nn.Module, config: QuantConfig) -> Tuple[QuantLinear, LayerReport]:
+    """``module`` quantized with round-to-nearest, and its report line (relative weight error)."""
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        try:
+            qlayer = QuantLinear.from_linear(module, config)
+        except ValueError as e:
+            raise ValueError(f"{name}: {e}") from e
+        w = linear_weight(module).detach().float()
+        err = torch.linalg.vector_norm(qlayer.dequantize(torch.float32).to(w.device) - w)
+        rel = float(err / torch.linalg.vector_norm(w).clamp_min(1e-30))
+    return qlayer, LayerReport(
+        name=name, in_features=qlayer.in_features, out_features=qlayer.out_features, bits=qlayer.bits,
+        group_size=qlayer.group_size,
+        bytes_before=sum(p.numel() * p.element_size() for p in module.parameters(recurse=False)),
+        bytes_after=qlayer.storage_bytes(), bits_per_weight=qlayer.weight_bits_per_element(), rel_error=rel,
+        seconds=time.perf_counter() - t0)
 
 
 def _untie_quantized_head(model: nn.Module) -> None:

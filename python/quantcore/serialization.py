@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from . import formats
-from .checkpoint_io import WEIGHTS_NAME, TensorSource
+from .checkpoint_io import CONFIG_NAME, WEIGHTS_NAME, TensorSource, read_config, state_mismatch
 from ._targets import replace_module
 from .config import dtype_from_name
 from .nn.quant_linear import QuantLinear, is_conv1d
@@ -36,7 +36,6 @@ __all__ = ["save_quantized", "load_quantized", "FORMAT_VERSION", "SAVE_FORMATS"]
 SAVE_FORMATS = ("quantcore",) + tuple(formats.FORMATS)
 
 FORMAT_VERSION = 1
-CONFIG_NAME = "config.json"
 QUANT_METHOD = "quantcore"
 # Files copied from the source model directory when no tokenizer object is given.
 _SIDE_FILES = (
@@ -141,13 +140,12 @@ def save_quantized(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if format not in SAVE_FORMATS:
         raise ValueError(f"unknown format {format!r}; choose one of {SAVE_FORMATS}")
-    if format == "quantcore":
-        qconfig = _quantization_config(model)
-        tensors, aliases = _dedup_state(model)
-        metadata = {"format": "pt", "quantcore": str(FORMAT_VERSION), "aliases": json.dumps(aliases)}
-    else:
-        qconfig, tensors = _external_checkpoint(model, format)
-        metadata = {"format": "pt"}
+    qconfig = format_config(model, format)
+    state, aliases = _dedup_state(model)  # other formats: tied tensors once, loaders tie them again
+    tensors = format_tensors(model, format, state=state)
+    metadata = {"format": "pt"}
+    if format == QUANT_METHOD:
+        metadata.update(quantcore=str(FORMAT_VERSION), aliases=json.dumps(aliases))
     out = Path(out_dir)
 
     def fill(tmp: Path) -> None:
@@ -182,46 +180,50 @@ def save_quantized(
     return out.resolve()
 
 
-def _external_checkpoint(model: nn.Module, fmt: str) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
-    """``quantization_config`` and tensors of ``model`` in format ``fmt``."""
-    module = formats.FORMATS[fmt]
+def format_config(model: nn.Module, fmt: str) -> Dict[str, Any]:
+    """``config.json``'s ``quantization_config`` for the model's QuantLinear layers in ``fmt``."""
+    if fmt == QUANT_METHOD:
+        return _quantization_config(model)
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, QuantLinear)]
     if not layers:
         raise ValueError("the model has no QuantLinear layers: run quantcore.quantize_ first")
+    if fmt == "compressed-tensors":  # it lists the linears left in float
+        ignore = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) or is_conv1d(m)]
+        return formats.FORMATS[fmt].quantization_config(layers, fmt, ignore=ignore)
+    return formats.FORMATS[fmt].quantization_config(layers, fmt)
+
+
+def format_tensors(module: nn.Module, fmt: str, prefix: str = "",
+                   state: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+    """The tensors ``module`` is stored as in ``fmt``, keys prefixed with ``prefix``: its
+    QuantLinear layers in the format's layout, everything else as in ``state`` (default
+    its state dict)."""
+    state = module.state_dict() if state is None else state
+    if fmt == QUANT_METHOD:
+        return {prefix + k: v for k, v in state.items()}
+    exporter = formats.FORMATS[fmt]
+    layers = [(n, m) for n, m in module.named_modules() if isinstance(m, QuantLinear)]
     tensors: Dict[str, torch.Tensor] = {}
     for name, layer in layers:
-        tensors.update(module.export_layer(name, layer, fmt))
-    if fmt == "compressed-tensors":
-        ignore = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) or is_conv1d(m)]
-        qconfig = module.quantization_config(layers, fmt, ignore=ignore)
-    else:
-        qconfig = module.quantization_config(layers, fmt)
-    quantized = tuple(f"{n}." for n, _ in layers)
-    rest, _ = _dedup_state(model)  # tied tensors once: loaders tie them again
-    for key, t in rest.items():
-        if not key.startswith(quantized):
-            tensors[key] = t
-    return qconfig, tensors
+        tensors.update(exporter.export_layer(prefix + name, layer, fmt))
+    inside = tuple(f"{n}." for n, _ in layers)
+    tensors.update({prefix + k: v for k, v in state.items() if not k.startswith(inside)})
+    return tensors
 
 
 def _read_quant_config(path: Path) -> Dict[str, Any]:
-    cfg_file = path / CONFIG_NAME
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"{cfg_file} not found: not a saved quantized model")
-    try:
-        with open(cfg_file) as f:
-            cfg = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{cfg_file} is not valid JSON: {e}") from None
-    qcfg = cfg.get("quantization_config") if isinstance(cfg, dict) else None
+    cfg = read_config(path)
+    qcfg = cfg.get("quantization_config")
     if not isinstance(qcfg, dict):
-        raise ValueError(f"{cfg_file} has no quantization_config: not a quantized checkpoint")
+        raise ValueError(f"{path / CONFIG_NAME} has no quantization_config: not a quantized checkpoint")
     if formats.detect_format(qcfg) == QUANT_METHOD and qcfg.get("format_version", 0) > FORMAT_VERSION:
         raise ValueError(f"{path} was written by a newer quantcore (format {qcfg['format_version']})")
     return cfg
 
 
 def _build_hf_model(path: Path, cfg: Dict[str, Any], dtype: Optional[torch.dtype]) -> nn.Module:
+    """The Hugging Face model ``config.json`` describes, weights allocated but not
+    initialized (nothing touches their memory until they are loaded)."""
     try:
         import transformers
     except ImportError as e:  # pragma: no cover - transformers is a test dependency
@@ -229,9 +231,13 @@ def _build_hf_model(path: Path, cfg: Dict[str, Any], dtype: Optional[torch.dtype
     archs = cfg.get("architectures") or []
     cls = getattr(transformers, archs[0], None) if archs else None
     if cls is None:
-        raise ValueError(f"cannot tell which model class to build from {path / CONFIG_NAME} "
-                         f"(architectures={archs!r}); pass model= to load_quantized")
-    hf_config = transformers.AutoConfig.from_pretrained(str(path))
+        raise ValueError(f"cannot tell which model class to build from {path / CONFIG_NAME}: architectures="
+                         f"{archs!r} names no transformers {transformers.__version__} model class (to load "
+                         "other models, pass model= to load_quantized)")
+    try:
+        hf_config = transformers.AutoConfig.from_pretrained(str(path))
+    except Exception as e:  # transformers raises many types for a config it cannot read
+        raise ValueError(f"{path / CONFIG_NAME}: transformers cannot read it: {e}") from None
     if hasattr(hf_config, "quantization_config"):
         del hf_config.quantization_config  # ours, not a transformers quantizer
     try:
@@ -316,8 +322,7 @@ def _load_float_state(model: nn.Module, state: Dict[str, torch.Tensor], path: Pa
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
-        detail = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e).splitlines()[0])
-        raise ValueError(f"{path}: checkpoint does not match the model: {detail}") from None
+        raise ValueError(f"{path}: checkpoint does not match the model: {state_mismatch(e)}") from None
     if hasattr(model, "tie_weights"):
         model.tie_weights()
     current = model.state_dict()

@@ -28,15 +28,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import formats
 from ._targets import find_targets, output_embedding_names, replace_module
 from .calibration import find_decoder_layers
-from .checkpoint_io import ShardWriter, TensorSource
+from .checkpoint_io import CONFIG_NAME, ShardWriter, TensorSource, read_config, state_mismatch
 from .config import QuantConfig, RTNConfig
-from .nn.quant_linear import QuantLinear, linear_weight
-from .quantize import LayerReport, QuantizationReport, _record_quantization, model_bytes, quantize_
-from .serialization import (_SIDE_FILES, CONFIG_NAME, FORMAT_VERSION, SAVE_FORMATS, _quantization_config,
-                            _write_tree)
+from .nn.quant_linear import linear_weight
+from .quantize import QuantizationReport, _record_quantization, model_bytes, quantize_, rtn_layer
+from .serialization import (_SIDE_FILES, FORMAT_VERSION, SAVE_FORMATS, _build_hf_model, _write_tree,
+                            format_config, format_tensors)
 
 __all__ = ["quantize_checkpoint"]
 
@@ -58,49 +57,16 @@ def _return_freed_memory() -> None:
 
 
 def read_hf_config(model_dir: Path) -> Dict[str, Any]:
-    """``config.json`` of a Hugging Face checkpoint directory, with clear errors."""
+    """``config.json`` of a float Hugging Face checkpoint directory, with clear errors."""
     if not model_dir.is_dir():
         raise FileNotFoundError(f"{model_dir} is not a directory")
-    cfg_file = model_dir / CONFIG_NAME
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"{cfg_file} not found: not a Hugging Face checkpoint directory")
-    try:
-        cfg = json.loads(cfg_file.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{cfg_file} is not valid JSON: {e}") from None
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{cfg_file} does not hold a JSON object")
+    cfg = read_config(model_dir)
     if "quantization_config" in cfg:
-        method = (cfg["quantization_config"] or {}).get("quant_method") if isinstance(
-            cfg["quantization_config"], dict) else None
+        qcfg = cfg["quantization_config"]
+        method = qcfg.get("quant_method") if isinstance(qcfg, dict) else None
         raise ValueError(f"{model_dir} is already quantized (quant_method={method!r}); start from the float "
                          "checkpoint")
     return cfg
-
-
-def _build_skeleton(model_dir: Path, cfg: Dict[str, Any]) -> nn.Module:
-    """The model with uninitialized CPU weights (pages not touched until loaded)."""
-    import transformers
-
-    archs = cfg.get("architectures") or []
-    cls = getattr(transformers, archs[0], None) if archs else None
-    if cls is None:
-        raise ValueError(f"unsupported architecture {archs!r} in {model_dir / CONFIG_NAME}: transformers "
-                         f"{transformers.__version__} has no such model class")
-    try:
-        hf_config = transformers.AutoConfig.from_pretrained(str(model_dir))
-    except Exception as e:  # transformers raises many types for a config it cannot read
-        raise ValueError(f"{model_dir / CONFIG_NAME}: transformers cannot read it: {e}") from None
-    try:
-        from transformers.initialization import no_init_weights
-    except ImportError:  # transformers < 5
-        from transformers.modeling_utils import no_init_weights
-    dtype = cfg.get("dtype") or cfg.get("torch_dtype") or "float32"
-    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    with no_init_weights():
-        model = cls._from_config(hf_config, dtype=dtype)
-    model.config._name_or_path = str(model_dir)
-    return model.eval()
 
 
 class _BlockStream:
@@ -140,7 +106,7 @@ class _BlockStream:
             missing, unexpected = block.load_state_dict(state, strict=False)
         except RuntimeError as e:  # shape mismatches
             raise ValueError(f"the checkpoint's tensors for {prefix[:-1]} do not match the model config: "
-                             f"{_first_mismatch(e)}") from None
+                             f"{state_mismatch(e)}") from None
         if missing or unexpected:
             raise ValueError(f"the checkpoint's tensors for {prefix[:-1]} do not match the model config: missing "
                              f"{[prefix + k for k in missing][:5]}, unexpected {[prefix + k for k in unexpected][:5]}")
@@ -153,18 +119,7 @@ class _BlockStream:
                     raise ValueError(f"{full}: weight contains NaN or Inf")
 
     def done(self, li: int, block: nn.Module) -> None:
-        prefix = self.prefix(li)
-        tensors: Dict[str, torch.Tensor] = {}
-        quantized = [(n, m) for n, m in block.named_modules() if isinstance(m, QuantLinear)]
-        if self.fmt == "quantcore":
-            tensors = {prefix + k: v for k, v in block.state_dict().items()}
-        else:
-            module = formats.FORMATS[self.fmt]
-            for name, layer in quantized:
-                tensors.update(module.export_layer(prefix + name, layer, self.fmt))
-            inside = tuple(f"{n}." for n, _ in quantized)
-            tensors.update({prefix + k: v for k, v in block.state_dict().items() if not k.startswith(inside)})
-        self.writer.add(tensors)
+        self.writer.add(format_tensors(block, self.fmt, self.prefix(li)))
         block.to("meta")
         # The float layers the quantized ones replaced: callers (quantize_'s target
         # list, GPTQ's undo list) still reference them, so free their weights here.
@@ -211,7 +166,8 @@ def quantize_checkpoint(
     cfg = read_hf_config(model_dir)
     _return_freed_memory()
     source = TensorSource(model_dir)
-    model = _build_skeleton(model_dir, cfg)
+    model = _build_hf_model(model_dir, cfg, None)
+    model.config._name_or_path = str(model_dir)
     layers_path, layers = find_decoder_layers(model)
     targets, skipped = find_targets(model, include, exclude, skip_output_embeddings=True)
     outside = [n for n, _ in targets if not n.startswith(layers_path + ".")]
@@ -239,7 +195,7 @@ def quantize_checkpoint(
                     model.load_state_dict({key: source.get(key)}, strict=False)
                 except RuntimeError as e:
                     raise ValueError(f"{model_dir}: the checkpoint does not match its config: "
-                                     f"{_first_mismatch(e)}") from None
+                                     f"{state_mismatch(e)}") from None
             stream.release_on_first_load = [m for m in (model.get_input_embeddings(),) if m is not None]
             model._quantcore_stream = stream
             try:
@@ -261,11 +217,6 @@ def quantize_checkpoint(
     return out.resolve(), report
 
 
-def _first_mismatch(e: RuntimeError) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln or "Missing" in ln]
-    return lines[0] if lines else str(e).splitlines()[0]
-
-
 def _rtn_blocks(model: nn.Module, stream: _BlockStream, targets, config: RTNConfig,
                 progress: bool) -> QuantizationReport:
     start = time.perf_counter()
@@ -275,29 +226,14 @@ def _rtn_blocks(model: nn.Module, stream: _BlockStream, targets, config: RTNConf
     for name, _ in targets:
         li = int(name[len(stream.layers_path) + 1:].split(".", 1)[0])
         by_block.setdefault(li, []).append(name)
-    with torch.no_grad():
-        for li in tqdm(range(len(stream.layers)), desc="quantcore rtn (streaming)", disable=not progress,
-                       unit="layer"):
-            block = stream.layers[li]
-            stream.load(li, block)
-            for name in by_block.get(li, []):
-                t0 = time.perf_counter()
-                module = model.get_submodule(name)
-                try:
-                    qlayer = QuantLinear.from_linear(module, config)
-                except ValueError as e:
-                    raise ValueError(f"{name}: {e}") from e
-                w = linear_weight(module).detach().float()
-                rel = float(torch.linalg.vector_norm(qlayer.dequantize(torch.float32) - w)
-                            / torch.linalg.vector_norm(w).clamp_min(1e-30))
-                report.layers.append(LayerReport(
-                    name=name, in_features=qlayer.in_features, out_features=qlayer.out_features, bits=qlayer.bits,
-                    group_size=qlayer.group_size,
-                    bytes_before=sum(p.numel() * p.element_size() for p in module.parameters(recurse=False)),
-                    bytes_after=qlayer.storage_bytes(), bits_per_weight=qlayer.weight_bits_per_element(),
-                    rel_error=rel, seconds=time.perf_counter() - t0))
-                replace_module(model, name, qlayer)
-            stream.done(li, block)
+    for li in tqdm(range(len(stream.layers)), desc="quantcore rtn (streaming)", disable=not progress, unit="layer"):
+        block = stream.layers[li]
+        stream.load(li, block)
+        for name in by_block.get(li, []):
+            qlayer, layer_report = rtn_layer(name, model.get_submodule(name), config)
+            report.layers.append(layer_report)
+            replace_module(model, name, qlayer)
+        stream.done(li, block)
     _record_quantization(model, config)
     report.model_bytes_after = model_bytes(model)
     report.seconds = time.perf_counter() - start
@@ -305,14 +241,6 @@ def _rtn_blocks(model: nn.Module, stream: _BlockStream, targets, config: RTNConf
 
 
 def _write_config(tmp: Path, model: nn.Module, cfg: Dict[str, Any], fmt: str) -> None:
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, QuantLinear)]
-    if fmt == "quantcore":
-        qconfig = _quantization_config(model)
-    elif fmt == "compressed-tensors":
-        ignore = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-        qconfig = formats.FORMATS[fmt].quantization_config(layers, fmt, ignore=ignore)
-    else:
-        qconfig = formats.FORMATS[fmt].quantization_config(layers, fmt)
     out = dict(cfg)
-    out["quantization_config"] = qconfig
+    out["quantization_config"] = format_config(model, fmt)
     (tmp / CONFIG_NAME).write_text(json.dumps(out, indent=2, sort_keys=True, default=str) + "\n")

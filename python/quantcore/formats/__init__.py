@@ -18,7 +18,8 @@ from __future__ import annotations
 from . import awq, compressed_tensors, gptq
 from ._common import ExportError
 
-#: format name -> module with ``export_layer``, ``quantization_config``, ``import_layers``
+#: format name -> module with ``export_layer``, ``quantization_config``, ``quantized_names``,
+#: ``import_layer`` and ``layer_shape``
 FORMATS = {"gptq": gptq, "gptq_v2": gptq, "awq": awq, "compressed-tensors": compressed_tensors}
 
 __all__ = ["FORMATS", "ExportError", "detect_format", "gptq_checkpoint_format"]

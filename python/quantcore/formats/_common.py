@@ -93,3 +93,9 @@ def uniform_group_size(layers: List[Tuple[str, QuantLinear]], fmt: str) -> int:
             raise ExportError(f"format {fmt!r} has one group_size for the whole model: {name} is per channel "
                               f"({layer.in_features} columns), the others use groups of {group}")
     return group
+
+
+def names_with(keys, suffix: str) -> List[str]:
+    """The layer names of the tensor keys ending in ``.suffix`` (a format's main tensor)."""
+    tail = "." + suffix
+    return sorted(k[: -len(tail)] for k in keys if k.endswith(tail))

@@ -23,7 +23,7 @@ import torch
 
 from .. import ops
 from ..nn.quant_linear import QuantLinear
-from ._common import (ExportError, check_exportable, fp16_scales, original_order_codes, require,
+from ._common import (ExportError, check_exportable, fp16_scales, names_with, original_order_codes, require,
                       uniform_group_size, zeros_of)
 
 ORDER = torch.tensor([0, 2, 4, 6, 1, 3, 5, 7])
@@ -74,7 +74,7 @@ def quantization_config(layers: List[Tuple[str, QuantLinear]], fmt: str = "awq")
 
 
 def quantized_names(keys) -> List[str]:
-    return sorted(k[: -len(".qweight")] for k in keys if k.endswith(".qweight"))
+    return names_with(keys, "qweight")
 
 
 def import_layer(name: str, get: Callable[[str], Optional[torch.Tensor]], qcfg: dict,

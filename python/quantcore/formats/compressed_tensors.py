@@ -30,8 +30,8 @@ import torch
 
 from .. import ops
 from ..nn.quant_linear import QuantLinear
-from ._common import (ExportError, check_exportable, original_order_codes, require, uniform, uniform_group_size,
-                      zeros_of)
+from ._common import (check_exportable, names_with, original_order_codes, require, uniform,
+                      uniform_group_size, zeros_of)
 
 BITS = (2, 3, 4, 5, 6, 7, 8)
 WRITER_VERSION = "0.20.0"  # the compressed-tensors release whose layout this follows
@@ -99,7 +99,7 @@ def quantization_config(layers: List[Tuple[str, QuantLinear]], fmt: str = "compr
 
 
 def quantized_names(keys) -> List[str]:
-    return sorted(k[: -len(".weight_packed")] for k in keys if k.endswith(".weight_packed"))
+    return names_with(keys, "weight_packed")
 
 
 def _scheme_for(name: str, qcfg: dict) -> dict:

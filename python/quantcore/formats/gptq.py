@@ -32,8 +32,8 @@ import torch
 
 from .. import ops
 from ..nn.quant_linear import QuantLinear
-from ._common import (ExportError, check_exportable, fp16_scales, original_order_codes, pack_dim0, require,
-                      uniform, uniform_group_size, unpack_dim0, zeros_of)
+from ._common import (ExportError, check_exportable, fp16_scales, names_with, original_order_codes, pack_dim0,
+                      require, uniform, uniform_group_size, unpack_dim0, zeros_of)
 
 BITS = (2, 3, 4, 8)
 SUFFIXES = ("qweight", "qzeros", "scales", "g_idx")
@@ -101,7 +101,7 @@ def v1_to_v2_qzeros(qzeros: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def quantized_names(keys) -> List[str]:
-    return sorted(k[: -len(".qweight")] for k in keys if k.endswith(".qweight"))
+    return names_with(keys, "qweight")
 
 
 def import_layer(name: str, get: Callable[[str], Optional[torch.Tensor]], qcfg: dict,
