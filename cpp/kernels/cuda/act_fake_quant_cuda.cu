@@ -54,11 +54,9 @@ int fake_quant_per_token_cuda(const ActFakeQuantCudaArgs& a, void* stream) {
   if (a.rows == 0) return 0;
   const unsigned blocks = unsigned((a.rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
   cudaStream_t s = static_cast<cudaStream_t>(stream);
-  switch (a.dtype) {
-    case GpuFloat::kF16: per_token_kernel<__half><<<blocks, kWarp * kWarpsPerBlock, 0, s>>>(a); break;
-    case GpuFloat::kBF16: per_token_kernel<__nv_bfloat16><<<blocks, kWarp * kWarpsPerBlock, 0, s>>>(a); break;
-    default: per_token_kernel<float><<<blocks, kWarp * kWarpsPerBlock, 0, s>>>(a); break;
-  }
+  dispatch_gpu_float(a.dtype, [&](auto t) {
+    per_token_kernel<decltype(t)><<<blocks, kWarp * kWarpsPerBlock, 0, s>>>(a);
+  });
   return int(cudaGetLastError());
 }
 

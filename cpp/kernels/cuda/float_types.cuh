@@ -4,6 +4,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "qgemv_cuda.h"
+
 namespace quantcore::kernels {
 
 template <typename T>
@@ -23,5 +25,16 @@ template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 template <>
 __device__ __forceinline__ float from_float<float>(float v) { return v; }
+
+// Calls f(T{}) with T the device type of `t` (__half, __nv_bfloat16 or float), so
+// a launcher instantiates its kernel template once per activation dtype.
+template <typename F>
+void dispatch_gpu_float(GpuFloat t, F&& f) {
+  switch (t) {
+    case GpuFloat::kF16: f(__half{}); break;
+    case GpuFloat::kBF16: f(__nv_bfloat16{}); break;
+    default: f(float{}); break;
+  }
+}
 
 }  // namespace quantcore::kernels

@@ -122,11 +122,9 @@ int qat_fake_quant_cuda(const QatFakeQuantCudaArgs& a, void* stream) {
   if (!valid(a) || !a.y) return int(cudaErrorInvalidValue);
   if (a.rows * a.cols == 0) return 0;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
-  switch (a.dtype) {
-    case GpuFloat::kF16: forward_kernel<__half><<<blocks(a), kWarp * kWarpsPerBlock, 0, s>>>(a); break;
-    case GpuFloat::kBF16: forward_kernel<__nv_bfloat16><<<blocks(a), kWarp * kWarpsPerBlock, 0, s>>>(a); break;
-    default: forward_kernel<float><<<blocks(a), kWarp * kWarpsPerBlock, 0, s>>>(a); break;
-  }
+  dispatch_gpu_float(a.dtype, [&](auto t) {
+    forward_kernel<decltype(t)><<<blocks(a), kWarp * kWarpsPerBlock, 0, s>>>(a);
+  });
   return int(cudaGetLastError());
 }
 
@@ -134,11 +132,9 @@ int qat_fake_quant_backward_cuda(const QatFakeQuantCudaArgs& a, void* stream) {
   if (!valid(a) || !a.grad_y || !a.grad_x || !a.grad_scale) return int(cudaErrorInvalidValue);
   if (a.rows * a.cols == 0) return 0;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
-  switch (a.dtype) {
-    case GpuFloat::kF16: backward_kernel<__half><<<blocks(a), kWarp * kWarpsPerBlock, 0, s>>>(a); break;
-    case GpuFloat::kBF16: backward_kernel<__nv_bfloat16><<<blocks(a), kWarp * kWarpsPerBlock, 0, s>>>(a); break;
-    default: backward_kernel<float><<<blocks(a), kWarp * kWarpsPerBlock, 0, s>>>(a); break;
-  }
+  dispatch_gpu_float(a.dtype, [&](auto t) {
+    backward_kernel<decltype(t)><<<blocks(a), kWarp * kWarpsPerBlock, 0, s>>>(a);
+  });
   return int(cudaGetLastError());
 }
 
