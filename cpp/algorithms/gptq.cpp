@@ -6,11 +6,13 @@
 
 #include <algorithm>
 #include <cmath>
-#include <functional>
 #include <limits>
+#include <vector>
 
+#include "finite.h"
 #include "group_grid.h"
 #include "gptq_block.h"
+#include "inverse_factor.h"
 #include "rtn.h"
 #include "status.h"
 
@@ -23,6 +25,8 @@
 namespace quantcore::algorithms {
 
 using at::indexing::Slice;
+
+constexpr int64_t kPanel = 256;  // panel width of the factorization and of the Hessian's permutations
 
 namespace {
 
@@ -93,8 +97,8 @@ void find_grid(const at::Tensor& W, int64_t c0, int64_t n, const GptqOptions& op
 }
 
 // Points the kernel's block description at columns [i1, i2) of the solver's
-// tensors (host or device memory alike).
-kernels::GptqBlock describe_block(at::Tensor& W, const at::Tensor& Hinv, const at::Tensor& scales,
+// tensors (host or device memory alike); Ublk is U[i1:i2, i1:i2], contiguous.
+kernels::GptqBlock describe_block(at::Tensor& W, const at::Tensor& Ublk, const at::Tensor& scales,
                                   const at::Tensor& zeros, const at::Tensor& grid_of, int bits, at::Tensor& Q,
                                   at::Tensor& Err1, int64_t i1, int64_t i2) {
   const int64_t cols = W.size(1);
@@ -102,8 +106,8 @@ kernels::GptqBlock describe_block(at::Tensor& W, const at::Tensor& Hinv, const a
   b.w = W.data_ptr<float>() + i1;
   b.ld_w = cols;
   b.count = i2 - i1;
-  b.hinv = Hinv.data_ptr<float>() + i1 * cols + i1;
-  b.ld_h = cols;
+  b.hinv = Ublk.data_ptr<float>();
+  b.ld_h = b.count;
   b.scales = scales.data_ptr<float>();
   b.zeros = zeros.data_ptr<float>();
   b.ld_grid = scales.size(1);
@@ -118,10 +122,10 @@ kernels::GptqBlock describe_block(at::Tensor& W, const at::Tensor& Hinv, const a
 
 #ifdef QUANTCORE_WITH_CUDA
 // The block on the CUDA kernel (one warp per row), on torch's current stream.
-void quantize_block_cuda(at::Tensor& W, const at::Tensor& Hinv, const at::Tensor& scales, const at::Tensor& zeros,
+void quantize_block_cuda(at::Tensor& W, const at::Tensor& Ublk, const at::Tensor& scales, const at::Tensor& zeros,
                          const at::Tensor& grid_of_dev, int bits, at::Tensor& Q, at::Tensor& Err1,
                          at::Tensor& loss, int64_t i1, int64_t i2) {
-  const kernels::GptqBlock b = describe_block(W, Hinv, scales, zeros, grid_of_dev, bits, Q, Err1, i1, i2);
+  const kernels::GptqBlock b = describe_block(W, Ublk, scales, zeros, grid_of_dev, bits, Q, Err1, i1, i2);
   const int rc = kernels::gptq_block_rows_cuda(b, W.size(0), loss.data_ptr<double>(),
                                                at::cuda::getCurrentCUDAStream(W.device().index()).stream());
   TORCH_CHECK(rc == 0, "gptq: CUDA block kernel failed: ", kernels::cuda_error_string(rc));
@@ -129,11 +133,11 @@ void quantize_block_cuda(at::Tensor& W, const at::Tensor& Hinv, const at::Tensor
 #endif
 
 // One lazy block, columns [i1, i2) of W, on the CPU kernel (rows in parallel).
-double quantize_block_cpu(at::Tensor& W, const at::Tensor& Hinv, const at::Tensor& scales,
+double quantize_block_cpu(at::Tensor& W, const at::Tensor& Ublk, const at::Tensor& scales,
                           const at::Tensor& zeros, const at::Tensor& grid_of, int bits, at::Tensor& Q,
                           at::Tensor& Err1, int64_t i1, int64_t i2) {
   const int64_t rows = W.size(0);
-  const kernels::GptqBlock b = describe_block(W, Hinv, scales, zeros, grid_of, bits, Q, Err1, i1, i2);
+  const kernels::GptqBlock b = describe_block(W, Ublk, scales, zeros, grid_of, bits, Q, Err1, i1, i2);
   const int64_t grain = std::max<int64_t>(1, 8192 / b.count);
   return at::parallel_reduce(
       0, rows, grain, 0.0,
@@ -143,12 +147,11 @@ double quantize_block_cpu(at::Tensor& W, const at::Tensor& Hinv, const at::Tenso
 
 // The same block with ATen column operations (CUDA and other devices): no host
 // synchronisation inside the loop; returns the block's loss as a 0-d tensor.
-at::Tensor quantize_block_aten(at::Tensor& W, const at::Tensor& Hinv, const at::Tensor& scales,
+at::Tensor quantize_block_aten(at::Tensor& W, const at::Tensor& Hinv1, const at::Tensor& scales,
                                const at::Tensor& zeros, const at::Tensor& grid_of, double maxq,
                                at::Tensor& Q, at::Tensor& Err1, int64_t i1, int64_t i2) {
   const int64_t count = i2 - i1;
   at::Tensor W1 = W.narrow(1, i1, count);  // a view: updated in place
-  at::Tensor Hinv1 = Hinv.narrow(0, i1, count).narrow(1, i1, count);
   at::Tensor cols_grid = grid_of.narrow(0, i1, count).to(W.device(), at::kLong);
   at::Tensor S = scales.index_select(1, cols_grid), Z = zeros.index_select(1, cols_grid);
   for (int64_t i = 0; i < count; ++i) {
@@ -162,35 +165,13 @@ at::Tensor quantize_block_aten(at::Tensor& W, const at::Tensor& Hinv, const at::
   return Err1.pow(2).sum();
 }
 
-// Upper Cholesky factor of H^-1, as the reference computes it. The damping is
-// added to h in place (h is the solver's own copy). Each step frees its input
-// once its output exists (h, then the factor, then the inverse), so at most two
-// n x n matrices are alive at a time; when a later step fails, h is rebuilt
-// with `rebuild` (undamped). Undefined when h + damping is not positive definite.
-at::Tensor inverse_factor(at::Tensor& h, double damp, const std::function<at::Tensor()>& rebuild) {
-  h.diagonal().add_(damp);
-  auto [l, info] = at::linalg_cholesky_ex(h);
-  if (info.item<int>() != 0) {
-    h.diagonal().sub_(damp);
-    return {};
-  }
-  h = at::Tensor();
-  at::Tensor hinv = at::cholesky_inverse(l);
-  l = at::Tensor();
-  auto [u, info2] = at::linalg_cholesky_ex(hinv, /*upper=*/true);
-  hinv = at::Tensor();
-  if (info2.item<int>() == 0 && at::isfinite(u).all().item<bool>()) return u;
-  h = rebuild();
-  return {};
-}
-
 }  // namespace
 
 int64_t gptq_hessian_update(at::Tensor& hessian, const at::Tensor& x, int64_t samples_seen) {
   const int64_t cols = hessian.size(0);
   TORCH_CHECK_VALUE(x.size(-1) == cols, "gptq: inputs have ", x.size(-1), " features, H is ", cols);
   at::Tensor x2 = x.reshape({-1, cols}).to(at::kFloat);
-  TORCH_CHECK_VALUE(at::isfinite(x2).all().item<bool>(), "gptq: calibration inputs contain NaN or Inf");
+  TORCH_CHECK_VALUE(all_finite(x2), "gptq: calibration inputs contain NaN or Inf");
   const int64_t m = x2.size(0);
   if (m == 0) return samples_seen;
   const int64_t total = samples_seen + m;
@@ -220,65 +201,103 @@ GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, co
   const int64_t rows = weight.size(0), cols = weight.size(1);
   const double maxq = double((1 << opt.bits) - 1);
   const int64_t gs = opt.group_size == -1 ? cols : opt.group_size;
-  at::Tensor W = weight.to(at::kFloat).clone();
-  TORCH_CHECK_VALUE(at::isfinite(W).all().item<bool>(), "gptq: weight contains NaN or Inf");
-  TORCH_CHECK_VALUE(at::isfinite(hessian).all().item<bool>(), "gptq: Hessian contains NaN or Inf");
+  TORCH_CHECK_VALUE(all_finite(hessian), "gptq: Hessian contains NaN or Inf");
 
   // Dead inputs (never active in calibration): H_ii = 1, W[:, i] = 0.
   const at::Tensor dead = hessian.diagonal() == 0;
-  W.index_put_({Slice(), dead}, 0.0);
   at::Tensor perm, invperm;
   if (opt.act_order) {  // columns by descending curvature (of the dead-fixed H)
     perm = at::argsort(at::where(dead, at::ones_like(hessian.diagonal()), hessian.diagonal()).to(at::kFloat),
                        /*stable=*/true, /*dim=*/0, /*descending=*/true);
     invperm = at::argsort(perm);
   }
-  // The solver's H: a float copy of the caller's, dead inputs fixed, in solve
-  // order; built again if a factorization has to be retried.
-  const auto solver_hessian = [&]() {
-    at::Tensor h = hessian.to(at::kFloat).clone();
-    h.diagonal().masked_fill_(dead, 1.0);
-    if (perm.defined()) {
-      h = h.index_select(0, perm);  // one row pass, then one column pass: two n x n at a time
-      h = h.index_select(1, perm);
-    }
-    return h;
-  };
-  at::Tensor H = solver_hessian();
+  // W in solve order, float32: one copy of the caller's weight.
+  at::Tensor W = perm.defined() ? weight.index_select(1, perm) : weight.clone(at::MemoryFormat::Contiguous);
+  if (W.scalar_type() != at::kFloat) W = W.to(at::kFloat);
+  TORCH_CHECK_VALUE(all_finite(W), "gptq: weight contains NaN or Inf");
+  W.index_put_({Slice(), perm.defined() ? dead.index_select(0, perm) : dead}, 0.0);
 
-  // Static groups: every grid from the weight before reordering and updates.
+  // Static groups: every grid from the weight's own column groups, before any update.
   const bool static_groups = opt.static_groups && opt.group_size != -1;
   at::Tensor static_scales, static_zeros;
   if (static_groups) {
     static_scales = at::empty({rows, cols / gs}, W.options());
     static_zeros = at::empty({rows, cols / gs}, W.options());
-    for (int64_t g = 0; g < cols / gs; ++g) find_grid(W, g * gs, gs, opt, static_scales, static_zeros, g);
+    for (int64_t g = 0; g < cols / gs; ++g) {
+      const at::Tensor group = perm.defined() ? W.index_select(1, invperm.narrow(0, g * gs, gs))
+                                              : W.narrow(1, g * gs, gs).contiguous();
+      find_grid(group, 0, gs, opt, static_scales, static_zeros, g);
+    }
   }
 
-  if (opt.act_order) W = W.index({Slice(), perm});
+  // The factor is computed in G = J P H P^T J (P the solve order, J the
+  // reversal; see inverse_factor.h). G is the caller's own matrix, permuted in
+  // place and given back unchanged, when it can be (contiguous, float32,
+  // exactly symmetric: our Hessians are); otherwise a copy gathered in row panels.
+  const at::Tensor order_t =
+      (perm.defined() ? perm : at::arange(cols, hessian.options().dtype(at::kLong))).flip(0).cpu().contiguous();
+  const std::vector<int64_t> order(order_t.data_ptr<int64_t>(), order_t.data_ptr<int64_t>() + cols);
+  const bool in_place = hessian.scalar_type() == at::kFloat && hessian.is_contiguous() &&
+                        hessian.device() == W.device() && exactly_symmetric(hessian, kPanel);
+  at::Tensor G;
+  if (in_place) {
+    G = hessian;  // shares the caller's storage
+    permute_symmetric_inplace(G, order, kPanel);
+  } else {
+    G = at::empty({cols, cols}, W.options());
+    const at::Tensor order_dev = order_t.to(hessian.device());
+    for (int64_t r = 0; r < cols; r += kPanel) {
+      const int64_t nr = std::min(kPanel, cols - r);
+      G.narrow(0, r, nr).copy_(hessian.index_select(0, order_dev.narrow(0, r, nr)).index_select(1, order_dev));
+    }
+  }
+  const at::Tensor g_diagonal = G.diagonal().clone();  // the caller's, in G's order
+  // Gives the caller's matrix back however this function ends: G's strict upper
+  // triangle is never written, so G and then H follow from it and the diagonal.
+  struct Restore {
+    at::Tensor g, diagonal;
+    std::vector<int64_t> inverse;
+    ~Restore() {
+      if (!g.defined()) return;
+      try {
+        restore_lower_from_upper(g, diagonal, kPanel);
+        permute_symmetric_inplace(g, inverse, kPanel);
+      } catch (...) {  // a destructor must not throw; nothing better is left to do
+      }
+    }
+  } restore;
+  if (in_place) {
+    restore.g = G;
+    restore.diagonal = g_diagonal;
+    restore.inverse.resize(size_t(cols));
+    for (int64_t i = 0; i < cols; ++i) restore.inverse[size_t(order[size_t(i)])] = i;
+  }
+
+  // X = L^-1 for G + damp I = L L^T in G's lower triangle; false when G + damp I
+  // is not positive definite (the lower triangle is then reset before a retry).
+  const at::Tensor solver_diagonal = g_diagonal.masked_fill(dead.index_select(0, order_t.to(dead.device())), 1.0);
+  const auto factor = [&](const at::Tensor& diagonal, double damp) {
+    restore_lower_from_upper(G, diagonal + damp, kPanel);
+    if (!cholesky_lower_inplace(G, kPanel)) return false;
+    invert_lower_inplace(G, kPanel);
+    return lower_finite(G, kPanel);
+  };
 
   GptqResult res;
-  const double mean_diag = H.diagonal().mean().item<double>();
-  at::Tensor Hinv;
-  for (double pd = opt.percdamp; pd <= opt.percdamp + 0.1 + 1e-12 && !Hinv.defined(); pd += 0.01) {
-    Hinv = inverse_factor(H, pd * mean_diag, solver_hessian);
+  const double mean_diag = solver_diagonal.mean().item<double>();
+  bool factored = false;
+  for (double pd = opt.percdamp; pd <= opt.percdamp + 0.1 + 1e-12 && !factored; pd += 0.01) {
+    factored = factor(solver_diagonal, pd * mean_diag);
     res.damp_used = pd;
   }
-  if (!Hinv.defined()) {
+  if (!factored) {
     // Floor the diagonal at the mean and damp once more: a valid (if weaker)
-    // curvature model; failing that, plain RTN (Hinv = I) as the last resort.
+    // curvature model; failing that, plain RTN (U = I) as the last resort.
     const double floor = mean_diag > 0 ? mean_diag : 1.0;
-    H.diagonal().clamp_min_(floor);
-    Hinv = inverse_factor(H, 0.1 * floor, [&]() {
-      at::Tensor h = solver_hessian();
-      h.diagonal().clamp_min_(floor);
-      return h;
-    });
-    res.fallback = Hinv.defined() ? "diagonal floor" : "rtn";
-    if (!Hinv.defined()) Hinv = at::eye(cols, W.options());
+    factored = factor(solver_diagonal.clamp_min(floor), 0.1 * floor);
+    res.fallback = factored ? "diagonal floor" : "rtn";
+    if (!factored) set_lower_identity(G, kPanel);
   }
-  H = at::Tensor();  // only its factor is needed from here on
-  Hinv = Hinv.contiguous();  // the CPU kernel reads its rows through raw pointers
 
   // Grids: one per group (per permuted group unless static), or one per row.
   const int64_t groups = cols / gs;
@@ -315,17 +334,18 @@ GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, co
     if (on_cpu || cuda_kernel) {
       if (count != Err1.size(1)) E = E.contiguous();  // the kernels address E with ld = count
     }
+    const at::Tensor Ublk = upper_factor_block(G, i1, count, i1, count);
     if (on_cpu) {
-      loss += quantize_block_cpu(W, Hinv, scales, zeros, grid_of, opt.bits, Q, E, i1, i2);
+      loss += quantize_block_cpu(W, Ublk, scales, zeros, grid_of, opt.bits, Q, E, i1, i2);
     } else if (cuda_kernel) {
 #ifdef QUANTCORE_WITH_CUDA
-      quantize_block_cuda(W, Hinv, scales, zeros, grid_of_dev, opt.bits, Q, E, loss_t, i1, i2);
+      quantize_block_cuda(W, Ublk, scales, zeros, grid_of_dev, opt.bits, Q, E, loss_t, i1, i2);
 #endif
     } else {
-      loss_t += quantize_block_aten(W, Hinv, scales, zeros, grid_of, maxq, Q, E, i1, i2);
+      loss_t += quantize_block_aten(W, Ublk, scales, zeros, grid_of, maxq, Q, E, i1, i2);
     }
-    // W[:, i2:] -= E @ Hinv[i1:i2, i2:], accumulated in place (no temporary).
-    if (i2 < cols) W.narrow(1, i2, cols - i2).addmm_(E, Hinv.narrow(0, i1, count).narrow(1, i2, cols - i2), 1, -1);
+    // W[:, i2:] -= E @ U[i1:i2, i2:], accumulated in place.
+    if (i2 < cols) W.narrow(1, i2, cols - i2).addmm_(E, upper_factor_block(G, i1, count, i2, cols - i2), 1, -1);
   }
   if (!on_cpu) loss = loss_t.item<double>();
 

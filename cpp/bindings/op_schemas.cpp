@@ -19,6 +19,10 @@ TORCH_LIBRARY(quantcore, m) {
       "gptq_quantize(Tensor weight, Tensor hessian, int bits, int group_size, bool symmetric, "
       "bool act_order, bool static_groups, float percdamp, int block_size, bool mse_clip, "
       "ScalarType scale_dtype) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // The factor GPTQ propagates errors with: upper U with (H + damp I)^-1 = U^T U,
+  // computed in one n x n buffer (blocked, in place). Raises when H + damp I is
+  // not positive definite.
+  m.def("gptq_inverse_factor(Tensor hessian, float damp, int block_size=256) -> Tensor");
   // Streams a batch of layer inputs into H (running mean of 2 x^T x); returns the new count.
   m.def("gptq_hessian_update(Tensor(a!) hessian, Tensor x, int samples_seen) -> int");
   // Group-wise quantize-dequantize of a 2-D weight, optionally of W * col_scale

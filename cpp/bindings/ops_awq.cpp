@@ -7,6 +7,7 @@
 #include <optional>
 #include <tuple>
 
+#include "finite.h"
 #include "awq.h"
 #include "tensor_checks.h"
 
@@ -23,7 +24,7 @@ algorithms::AwqGrid make_awq_grid(const at::Tensor& weight, int64_t bits, int64_
   const int64_t cols = weight.size(1);
   TORCH_CHECK_VALUE(group_size == -1 || (group_size > 0 && cols % group_size == 0), op, ": group_size ",
                     group_size, " must divide the ", cols, " input columns (or be -1)");
-  TORCH_CHECK_VALUE(at::isfinite(weight).all().item<bool>(), op, ": weight contains NaN or Inf");
+  TORCH_CHECK_VALUE(algorithms::all_finite(weight), op, ": weight contains NaN or Inf");
   algorithms::AwqGrid grid;
   grid.spec = {int(bits), symmetric, scale_dtype};
   grid.group_size = group_size;
@@ -36,7 +37,7 @@ void check_hessian(const at::Tensor& hessian, const at::Tensor& weight, const ch
   TORCH_CHECK_VALUE(hessian.dim() == 2 && hessian.size(0) == cols && hessian.size(1) == cols, op,
                     ": hessian must be [", cols, ", ", cols, "], got ", hessian.sizes());
   TORCH_CHECK_VALUE(hessian.device() == weight.device(), op, ": weight and hessian must be on one device");
-  TORCH_CHECK_VALUE(at::isfinite(hessian).all().item<bool>(), op, ": hessian contains NaN or Inf");
+  TORCH_CHECK_VALUE(algorithms::all_finite(hessian), op, ": hessian contains NaN or Inf");
 }
 
 // A per-column vector [cols] of finite, non-negative (or positive) values.
@@ -47,7 +48,7 @@ at::Tensor column_vector(const at::Tensor& t, const at::Tensor& weight, const ch
   TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == cols, op, ": ", name, " must be [", cols, "], got ", t.sizes());
   TORCH_CHECK_VALUE(t.device() == weight.device(), op, ": ", name, " must be on the weight's device");
   at::Tensor f = t.to(at::kFloat);
-  TORCH_CHECK_VALUE(at::isfinite(f).all().item<bool>(), op, ": ", name, " contains NaN or Inf");
+  TORCH_CHECK_VALUE(algorithms::all_finite(f), op, ": ", name, " contains NaN or Inf");
   TORCH_CHECK_VALUE(positive ? (f > 0).all().item<bool>() : (f >= 0).all().item<bool>(), op, ": ", name,
                     positive ? " must be positive" : " must be non-negative");
   return f;
@@ -67,7 +68,7 @@ at::Tensor fake_quantize_groups_op(const at::Tensor& weight, const std::optional
     TORCH_CHECK_VALUE(clip->device() == weight.device(), op, ": clip must be on the weight's device");
     check_float(*clip, op, "clip");
     m = clip->to(at::kFloat);
-    TORCH_CHECK_VALUE(at::isfinite(m).all().item<bool>() && (m >= 0).all().item<bool>(), op,
+    TORCH_CHECK_VALUE(algorithms::all_finite(m) && (m >= 0).all().item<bool>(), op,
                       ": clip must be finite and non-negative");
   }
   return algorithms::fake_quantize_groups(weight, s, m, grid);

@@ -1,12 +1,15 @@
-// quantcore::gptq_quantize and quantcore::gptq_hessian_update: argument checks
+// quantcore::gptq_quantize, gptq_inverse_factor and gptq_hessian_update: argument checks
 // around cpp/algorithms/gptq.cpp. The solver is written with ATen, so one
 // registration (CompositeExplicitAutograd) serves CPU and CUDA tensors.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <cmath>
 #include <tuple>
 
+#include "finite.h"
 #include "gptq.h"
+#include "inverse_factor.h"
 #include "tensor_checks.h"
 
 namespace quantcore::bindings {
@@ -46,6 +49,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gptq_quan
   return {r.codes, r.scales, r.zeros, r.g_idx, info};
 }
 
+at::Tensor gptq_inverse_factor_op(const at::Tensor& hessian, double damp, int64_t block_size) {
+  constexpr const char* op = "quantcore.gptq_inverse_factor";
+  check_dtype(hessian, at::kFloat, op, "hessian");
+  TORCH_CHECK_VALUE(hessian.dim() == 2 && hessian.size(0) == hessian.size(1) && hessian.size(0) > 0, op,
+                    ": hessian must be a non-empty square matrix, got ", hessian.sizes());
+  TORCH_CHECK_VALUE(block_size > 0, op, ": block_size must be positive");
+  TORCH_CHECK_VALUE(std::isfinite(damp) && damp >= 0, op, ": damp must be finite and >= 0");
+  TORCH_CHECK_VALUE(algorithms::all_finite(hessian), op, ": hessian contains NaN or Inf");
+  at::Tensor g = hessian.flip({0, 1}).contiguous();  // J H J, factored in place
+  g.diagonal().add_(damp);
+  const int64_t n = g.size(0);
+  const bool ok = algorithms::cholesky_lower_inplace(g, block_size) &&
+                  (algorithms::invert_lower_inplace(g, block_size), algorithms::lower_finite(g, block_size));
+  TORCH_CHECK_VALUE(ok, op, ": hessian + damp * I is not positive definite");
+  return algorithms::upper_factor_block(g, 0, n, 0, n);
+}
+
 int64_t gptq_hessian_update_op(at::Tensor& hessian, const at::Tensor& x, int64_t samples_seen) {
   constexpr const char* op = "quantcore.gptq_hessian_update";
   check_dtype(hessian, at::kFloat, op, "hessian");
@@ -61,6 +81,7 @@ int64_t gptq_hessian_update_op(at::Tensor& hessian, const at::Tensor& x, int64_t
 TORCH_LIBRARY_IMPL(quantcore, CompositeExplicitAutograd, m) {
   m.impl("gptq_quantize", &gptq_quantize_op);
   m.impl("gptq_hessian_update", &gptq_hessian_update_op);
+  m.impl("gptq_inverse_factor", &gptq_inverse_factor_op);
 }
 
 }  // namespace quantcore::bindings

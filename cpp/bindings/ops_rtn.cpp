@@ -5,6 +5,7 @@
 
 #include <tuple>
 
+#include "finite.h"
 #include "rtn.h"
 #include "rtn_checks.h"
 #include "tensor_checks.h"
@@ -22,7 +23,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rtn_quantize_cpu(
   const kernels::ScaleType st = scale_type(scale_dtype, op);
 
   at::Tensor w = weight.to(at::kFloat);  // a copy for f16/bf16; the input is never written
-  TORCH_CHECK_VALUE(at::isfinite(w).all().item<bool>(), op, ": weight contains NaN or Inf");
+  TORCH_CHECK_VALUE(algorithms::all_finite(w), op, ": weight contains NaN or Inf");
 
   // Per-tensor quantization is one group spanning the whole matrix.
   const bool per_tensor = group_size == 0;

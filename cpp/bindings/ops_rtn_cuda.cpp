@@ -10,6 +10,7 @@
 
 #include <tuple>
 
+#include "finite.h"
 #include "cuda/gptq_block_cuda.h"
 #include "cuda/rtn_cuda.h"
 #include "rtn_checks.h"
@@ -33,7 +34,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rtn_quantize_cuda(
     return {codes.to(weight.device()), scales.to(weight.device()), zeros.to(weight.device())};
   }
   at::Tensor w = weight.to(at::kFloat).contiguous();
-  TORCH_CHECK_VALUE(at::isfinite(w).all().item<bool>(), op, ": weight contains NaN or Inf");
+  TORCH_CHECK_VALUE(algorithms::all_finite(w), op, ": weight contains NaN or Inf");
   const int64_t rows = w.size(0), cols = w.size(1), gs = group_size > 0 ? group_size : cols;
   at::Tensor codes = at::empty({rows, cols}, w.options().dtype(at::kByte));
   at::Tensor scales = at::empty({rows, cols / gs}, w.options());

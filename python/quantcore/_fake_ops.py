@@ -68,6 +68,11 @@ def _gptq_quantize_fake(weight, hessian, bits, group_size, symmetric, act_order,
             weight.new_empty((3,), dtype=torch.float64, device="cpu"))
 
 
+@torch.library.register_fake("quantcore::gptq_inverse_factor")
+def _gptq_inverse_factor_fake(hessian, damp, block_size=256):
+    return torch.empty_like(hessian, memory_format=torch.contiguous_format)
+
+
 @torch.library.register_fake("quantcore::fake_quantize_groups")
 def _fake_quantize_groups_fake(weight, col_scale, clip, bits, group_size, symmetric, scale_dtype):
     return weight.new_empty(weight.shape, dtype=torch.float32)

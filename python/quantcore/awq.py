@@ -39,6 +39,7 @@ from .calibration import (
     _module_device,
     calibration_windows,
     compute_device,
+    release_replaced,
     find_decoder_layers,
     walk_layers,
 )
@@ -470,6 +471,7 @@ def _quantize_block(model, block, todo, prefix, run_block, n, config, compute, r
             qlayer, rel = _quantize_linear(m, w * s, hessian, bias, s if keep else None, config, rel_names[i])
             replace_module(block, rel_names[i], qlayer)
             replaced.append((block, rel_names[i], m))
+            release_replaced(model, m)
             results.append((names[i], qlayer, rel, time.perf_counter() - t0))
     return results
 

@@ -229,6 +229,16 @@ def compute_device(device: Any, layers: nn.ModuleList) -> torch.device:
     return compute
 
 
+def release_replaced(model: nn.Module, original: nn.Module) -> None:
+    """Called once ``original`` has been replaced by its quantized layer. When the
+    model streams from a checkpoint, its float weights are freed at once (the
+    conversion has no use for them, and a failure discards the whole model);
+    otherwise it is kept so that a failed quantize_ can put it back."""
+    stream = getattr(model, "_quantcore_stream", None)
+    if stream is not None:
+        stream.release(original)
+
+
 def walk_layers(model: nn.Module, layers: nn.ModuleList, windows: torch.Tensor, compute: torch.device,
                 bar: Any) -> Iterator[Tuple[int, nn.Module, Callable[[int], Any], int]]:
     """Sequential calibration: yields ``(index, block, run_block, n_windows)`` for

@@ -28,6 +28,7 @@ from .calibration import (  # noqa: F401  (re-exported: GPTQ's public helpers)
     _module_device,
     calibration_windows,
     compute_device,
+    release_replaced,
     find_decoder_layers,
     walk_layers,
 )
@@ -146,7 +147,7 @@ def _quantize_layers(model, config, targets, windows, layers_path, layers, compu
             while todo:
                 # Linears fed the same tensor (q/k/v, gate/up) share one Hessian:
                 # it is accumulated once, and the sharing defines true-sequential groups.
-                acc: Dict[int, list] = {}     # id(module) -> [H, n, H_held, n_held], shared between aliases
+                acc: Dict[int, list] = {}     # id(module) -> [H, n, held-out inputs], shared between aliases
                 order: List[int] = []         # modules in the order their input first arrived
                 inputs = ForwardInputs()
                 first_input: List[Optional[tuple]] = [None]
@@ -170,18 +171,20 @@ def _quantize_layers(model, config, targets, windows, layers_path, layers, compu
                                 return
                             cols = linear_weight(mod).shape[1]
                             acc[id(mod)] = [torch.zeros(cols, cols, device=compute), 0,
-                                            torch.zeros(cols, cols, device=compute) if held else None, 0]
+                                            _HeldOut(cols, compute) if held else None]
                         elif owner is not None and acc[owner] is acc[id(mod)] and owner != id(mod):
                             return  # this input was already accumulated for the group
                         if not bool(torch.isfinite(x).all()):
                             raise ValueError(f"{names[id(mod)]}: calibration inputs contain NaN or Inf")
                         inputs.record(x, id(mod))
                         h = acc[id(mod)]
-                        j = 2 if window[0] >= n_windows - held else 0
                         xs = x.detach()
                         if config.skip_first_tokens and xs.dim() == 3:  # [batch, seq, features]
                             xs = xs[:, config.skip_first_tokens:]
-                        h[j + 1] = torch.ops.quantcore.gptq_hessian_update(h[j], xs.float(), h[j + 1])
+                        if window[0] >= n_windows - held:
+                            h[2].add(xs)
+                        else:
+                            h[1] = torch.ops.quantcore.gptq_hessian_update(h[0], xs.float(), h[1])
                     return hook
 
                 handles = [m.register_forward_pre_hook(make_hook(m)) for _, m in todo]
@@ -210,6 +213,7 @@ def _quantize_layers(model, config, targets, windows, layers_path, layers, compu
                     qlayer, rel, note, held_errs = _solve_one(m, acc[id(m)][0], config, acc[id(m)][2])
                     replace_module(block, n, qlayer)
                     replaced.append((block, n, m))
+                    release_replaced(model, m)
                     full = names[id(m)]
                     if note:
                         notes[full] = note
@@ -218,7 +222,9 @@ def _quantize_layers(model, config, targets, windows, layers_path, layers, compu
                     results.append((full, qlayer, rel, time.perf_counter() - t0))
                     layer_errs.append(rel)
                 reached = set(acc)
-                del acc  # free the Hessians before the next forward pass
+                for entry in acc.values():
+                    entry.clear()  # free the Hessians now (``first`` and the hooks' cells still name the lists)
+                del acc
                 todo = [(n, m) for n, m in todo if all(m is not mm for _, mm in now) and
                         (config.true_sequential or id(m) in reached)]
             if layer_errs:
@@ -226,22 +232,68 @@ def _quantize_layers(model, config, targets, windows, layers_path, layers, compu
     return results, notes, holdout
 
 
-def _output_error(deq: torch.Tensor, weight: torch.Tensor, hessian: torch.Tensor) -> Tuple[float, float]:
+class _HeldOut:
+    """Inputs of the held-out windows, as little memory as they allow: their rows
+    while there are fewer than the layer's input width (less than a Hessian), then
+    their Hessian. Either gives the output error of a candidate weight."""
+
+    def __init__(self, cols: int, device: torch.device):
+        self.cols, self.device = cols, device
+        self.rows: List[torch.Tensor] = []
+        self.count = 0
+        self.hessian: Optional[torch.Tensor] = None
+        self.seen = 0
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, self.cols).float()
+        if self.hessian is None and self.count + x.shape[0] <= self.cols:
+            self.rows.append(x.clone())
+            self.count += x.shape[0]
+            return
+        if self.hessian is None:
+            self.hessian = torch.zeros(self.cols, self.cols, device=self.device)
+            for r in self.rows:
+                self.seen = torch.ops.quantcore.gptq_hessian_update(self.hessian, r, self.seen)
+            self.rows = []
+        self.seen = torch.ops.quantcore.gptq_hessian_update(self.hessian, x, self.seen)
+
+    def output_error(self, deq: torch.Tensor, weight: torch.Tensor) -> Tuple[float, float]:
+        """Squared output error of ``deq`` and squared output of ``weight`` on
+        these inputs (the common factor 2/n left out of the rows' form)."""
+        if self.hessian is not None:
+            return _output_error(deq, weight, self.hessian)
+        err = out = 0.0
+        for r0 in range(0, weight.shape[0], 512):  # blocks of output rows: no weight-sized temporary
+            w = weight[r0:r0 + 512].float()
+            d = deq[r0:r0 + 512].float() - w
+            for r in self.rows:
+                err += float((r @ d.t()).pow(2).sum())
+                out += float((r @ w.t()).pow(2).sum())
+        return err, out
+
+
+def _output_error(deq: torch.Tensor, weight: torch.Tensor, hessian: torch.Tensor,
+                  rows: int = 512) -> Tuple[float, float]:
     """tr(D H D^T) and tr(W H W^T) for D = deq - W: the squared output error on the
-    inputs H was accumulated from, and the squared output itself."""
-    diff = deq - weight
-    return (float(torch.einsum("ij,jk,ik->", diff, hessian, diff)),
-            float(torch.einsum("ij,jk,ik->", weight, hessian, weight)))
+    inputs H was accumulated from, and the squared output itself. Computed a
+    block of rows at a time: no temporary as large as the weight."""
+    err = out = 0.0
+    for r in range(0, weight.shape[0], rows):
+        w = weight[r:r + rows].float()
+        d = deq[r:r + rows].float() - w
+        err += float(((d @ hessian) * d).sum())
+        out += float(((w @ hessian) * w).sum())
+    return err, out
 
 
 def _solve_one(module: nn.Module, hessian: torch.Tensor, config: GPTQConfig,
-               held_hessian: Optional[torch.Tensor] = None) -> Tuple[QuantLinear, float, str, Optional[Tuple[float, float]]]:
+               held_out: Optional[_HeldOut] = None) -> Tuple[QuantLinear, float, str, Optional[Tuple[float, float]]]:
     """Solves one linear on the device its weight and Hessian are on. With
-    ``held_hessian`` (statistics of windows the solve did not see), the result
+    ``held_out`` (inputs of windows the solve did not see), the result
     is checked against round-to-nearest there and RTN is kept when it is better.
     Returns the layer, its relative output error on the calibration inputs, a
     note, and the relative output errors of GPTQ and RTN on the held-out inputs."""
-    weight = linear_weight(module).detach().float().contiguous()
+    weight = linear_weight(module).detach()  # the solver makes its own float32 copy
     gs = config.group_size if config.group_size > 0 else -1
     codes, scales, zeros, g_idx, info = torch.ops.quantcore.gptq_quantize(
         weight, hessian, config.bits, gs, config.sym, config.act_order, config.static_groups,
@@ -255,12 +307,12 @@ def _solve_one(module: nn.Module, hessian: torch.Tensor, config: GPTQConfig,
     if not note and damp > config.percdamp + 1e-9:
         note = f"needed damping {damp:.2f}"
     held = None
-    if held_hessian is not None and fallback != 2:
+    if held_out is not None and fallback != 2:
         rtn = QuantLinear.from_linear(module, RTNConfig(
             bits=config.bits, group_size=gs, sym=config.sym, mse_clip=config.mse_clip,
             scale_dtype=config.scale_dtype)).to(weight.device)
-        gptq_err, scale = _output_error(layer.dequantize(torch.float32), weight, held_hessian)
-        rtn_err, _ = _output_error(rtn.dequantize(torch.float32), weight, held_hessian)
+        gptq_err, scale = held_out.output_error(layer.dequantize(torch.float32), weight)
+        rtn_err, _ = held_out.output_error(rtn.dequantize(torch.float32), weight)
         ratio = (gptq_err / scale) ** 0.5 if scale > 0 else 0.0
         rtn_ratio = (rtn_err / scale) ** 0.5 if scale > 0 else 0.0
         held = (ratio, rtn_ratio)

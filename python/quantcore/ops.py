@@ -154,7 +154,6 @@ def dequantize(
             and tuple(scales.shape) == (n, k // gs) and qweight.is_contiguous() and scales.is_contiguous()):
         return torch.ops.quantcore.dequantize_packed(  # the CUDA kernel (it checks the rest)
             qweight, scales, zeros.contiguous() if zeros is not None else None, bits, gs, dtype)
-    codes = unpack(qweight, bits).to(torch.int32)
     if gs <= 0 or k % gs:
         raise ValueError(f"group_size {group_size} does not divide the {k} input features")
     if tuple(scales.shape) not in ((n, k // gs), (1, 1)):
@@ -164,10 +163,18 @@ def dequantize(
         if zeros.dtype != torch.uint8 or zeros.shape != scales.shape:
             raise ValueError(f"zeros must be uint8 of shape {tuple(scales.shape)}, got {zeros.dtype} "
                              f"{tuple(zeros.shape)}")
-    z = zeros.to(torch.int32) if zeros is not None else torch.full_like(scales, 1 << (bits - 1), dtype=torch.int32)
+    z = zeros.to(torch.float32) if zeros is not None else torch.full_like(scales, 1 << (bits - 1),
+                                                                             dtype=torch.float32)
     s = scales.to(torch.float32)
     if s.shape[0] == 1 and n != 1:  # per-tensor grid
         s, z = s.expand(n, -1), z.expand(n, -1)
-    groups = codes.view(n, k // gs, gs)
-    w = (groups - z.unsqueeze(-1)).to(torch.float32) * s.unsqueeze(-1)
-    return w.view(n, k).to(dtype)
+    # A block of rows at a time: the only weight-sized tensor is the result.
+    # (q - z) * s in float32 equals the integer difference scaled: codes and zeros are small integers.
+    out = torch.empty(n, k, dtype=dtype, device=qweight.device)
+    rows = max(1, (1 << 20) // max(k, 1))
+    for r in range(0, n, rows):
+        codes = unpack(qweight[r:r + rows], bits)
+        w = codes.view(-1, k // gs, gs).to(torch.float32)
+        w.sub_(z[r:r + rows].unsqueeze(-1)).mul_(s[r:r + rows].unsqueeze(-1))
+        out[r:r + rows] = w.view(-1, k)
+    return out

@@ -118,14 +118,21 @@ class _BlockStream:
                 if not bool(torch.isfinite(linear_weight(module)).all()):
                     raise ValueError(f"{full}: weight contains NaN or Inf")
 
+    def release(self, original: nn.Module) -> None:
+        """A float layer that its quantized layer has replaced: free its weights now."""
+        original.to("meta")
+
     def done(self, li: int, block: nn.Module) -> None:
+        # The float layers the quantized ones replaced: callers (quantize_'s target
+        # list, GPTQ's undo list) still reference them, so free their weights here,
+        # before the export makes its temporaries.
+        still_in_block = {id(m) for m in block.modules()}
+        for module in self.originals:
+            if id(module) not in still_in_block:  # one left unquantized is exported as it is
+                module.to("meta")
+        self.originals = []
         self.writer.add(format_tensors(block, self.fmt, self.prefix(li)))
         block.to("meta")
-        # The float layers the quantized ones replaced: callers (quantize_'s target
-        # list, GPTQ's undo list) still reference them, so free their weights here.
-        for module in self.originals:
-            module.to("meta")
-        self.originals = []
 
 
 def quantize_checkpoint(

@@ -281,16 +281,43 @@ def test_rtn_guard_keeps_rtn_where_gptq_does_worse_on_held_out_windows():
     x = torch.randn(256, 4) @ torch.randn(4, 64)
     h_cal = torch.zeros(64, 64)
     torch.ops.quantcore.gptq_hessian_update(h_cal, x, 0)
-    h_held = torch.eye(64)
+    h_held = gptq._HeldOut(64, torch.device("cpu"))
+    h_held.add(torch.eye(64))  # 64 rows: kept as rows
+    assert h_held.hessian is None
     layer, rel, note, held = gptq._solve_one(lin, h_cal, cfg, h_held)
     assert held[1] <= held[0]
     rtn = QuantLinear.from_linear(lin, RTNConfig(bits=8, group_size=-1))
     assert note.startswith("kept RTN") and torch.equal(layer.dequantize(), rtn.dequantize())
     # Held-out statistics like the calibration ones: GPTQ is kept.
-    layer, rel, note, held = gptq._solve_one(lin, h_cal, GPTQConfig(bits=3, group_size=-1), h_cal)
+    like_cal = gptq._HeldOut(64, torch.device("cpu"))
+    like_cal.add(x)  # 256 rows > 64 features: kept as a Hessian
+    assert like_cal.hessian is not None and torch.allclose(like_cal.hessian, h_cal)
+    layer, rel, note, held = gptq._solve_one(lin, h_cal, GPTQConfig(bits=3, group_size=-1), like_cal)
     assert held[0] < held[1]
     assert "kept RTN" not in note
     assert not torch.equal(layer.dequantize(), QuantLinear.from_linear(lin, RTNConfig(bits=3, group_size=-1)).dequantize())
+
+
+def test_held_out_rows_and_their_hessian_score_alike():
+    from quantcore import gptq
+
+    g = torch.Generator().manual_seed(1)
+    w, deq = torch.randn(8, 48, generator=g), torch.randn(8, 48, generator=g)
+    held = gptq._HeldOut(48, torch.device("cpu"))
+    chunks = torch.randn(3, 20, 48, generator=g)
+    held.add(chunks[0])
+    held.add(chunks[1])  # 40 rows: still rows
+    err_rows, out_rows = held.output_error(deq, w)
+    assert held.hessian is None
+    held.add(chunks[2])  # 60 rows: turned into a Hessian
+    assert held.hessian is not None and not held.rows
+    X = chunks.reshape(-1, 48)
+    err_h, out_h = held.output_error(deq, w)
+    n = 60
+    assert abs(err_h - 2 / n * float((X @ (deq - w).t()).pow(2).sum())) < 1e-3 * err_h
+    # The ratio (what the guard compares) does not depend on the form.
+    X40 = X[:40]
+    assert abs(err_rows / out_rows - float((X40 @ (deq - w).t()).pow(2).sum() / (X40 @ w.t()).pow(2).sum())) < 1e-5
 
 
 def test_rtn_guard_holds_out_the_last_windows_and_can_be_switched_off(monkeypatch):
@@ -301,9 +328,9 @@ def test_rtn_guard_holds_out_the_last_windows_and_can_be_switched_off(monkeypatc
     held_counts = []
     original = gptq._solve_one
 
-    def spy(module, hessian, config, held_hessian=None):
-        held_counts.append(held_hessian is not None)
-        return original(module, hessian, config, held_hessian)
+    def spy(module, hessian, config, held_out=None):
+        held_counts.append(held_out is not None)
+        return original(module, hessian, config, held_out)
 
     monkeypatch.setattr(gptq, "_solve_one", spy)
     report = quantcore.quantize_(copy.deepcopy(model), GPTQConfig(bits=8, group_size=32, n_samples=16, seq_len=32),

@@ -123,3 +123,96 @@ def test_cuda_solver_matches_the_reference_run_on_the_gpu(gs, block, act_order):
     assert codes.is_cuda and float((codes == ref).float().mean()) >= 0.999
     cpu = solve(W.cpu(), H.cpu(), 4, gs, False, act_order, block=block)[0]
     assert float((codes.cpu() == cpu).float().mean()) >= 0.99
+
+
+def textbook_factor(H, damp):
+    """GPTQ reference's route: cholesky, cholesky_inverse, cholesky(upper), in float64."""
+    Hd = H.double() + damp * torch.eye(H.shape[0], dtype=torch.float64)
+    return torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(Hd)), upper=True)
+
+
+@pytest.mark.parametrize("n,block", [(1, 256), (7, 3), (96, 256), (255, 64), (257, 64), (600, 128), (300, 1)])
+def test_in_place_inverse_factor_equals_the_textbook_route(n, block):
+    # Odd sizes against the panel width: partial last panels, a middle panel
+    # mirrored onto itself, a single panel, panels of one column.
+    g = torch.Generator().manual_seed(n)
+    X = torch.randn(2 * n + 8, n, generator=g) @ (torch.randn(n, n, generator=g) / n**0.5 + torch.eye(n))
+    H = 2 / X.shape[0] * X.t() @ X
+    U = torch.ops.quantcore.gptq_inverse_factor(H, 0.01 * float(H.diagonal().mean()), block)
+    ref = textbook_factor(H, 0.01 * float(H.diagonal().mean()))
+    assert U.shape == (n, n) and U.is_contiguous()
+    assert torch.equal(U.tril(-1), torch.zeros_like(U.tril(-1)))
+    assert (U.diagonal() > 0).all()
+    assert torch.allclose(U.double(), ref, rtol=1e-3, atol=1e-4 * float(ref.abs().max()))
+    # The factor defines the damped inverse: U^T U (H + damp I) = I.
+    Hd = H.double() + 0.01 * float(H.diagonal().mean()) * torch.eye(n, dtype=torch.float64)
+    assert torch.allclose(U.double().t() @ U.double() @ Hd, torch.eye(n, dtype=torch.float64), atol=2e-3)
+
+
+def test_inverse_factor_leaves_its_input_and_rejects_bad_hessians():
+    _, H, _ = correlated_problem(4, 40)
+    before = H.clone()
+    torch.ops.quantcore.gptq_inverse_factor(H, 0.0, 16)
+    assert torch.equal(H, before)
+    indefinite = torch.diag(torch.tensor([1.0, -1.0, 2.0]))
+    with pytest.raises(ValueError, match="not positive definite"):
+        torch.ops.quantcore.gptq_inverse_factor(indefinite, 0.0)
+    with pytest.raises(ValueError, match="NaN"):
+        torch.ops.quantcore.gptq_inverse_factor(torch.full((3, 3), float("nan")), 0.0)
+    with pytest.raises(ValueError, match="square"):
+        torch.ops.quantcore.gptq_inverse_factor(torch.ones(3, 4), 0.0)
+    with pytest.raises(TypeError):
+        torch.ops.quantcore.gptq_inverse_factor(H.double(), 0.0)
+    torch.library.opcheck(torch.ops.quantcore.gptq_inverse_factor.default, (H, 0.1, 16))
+
+
+def test_wide_layer_codes_agree_with_the_reference():
+    # Several factor panels (cols > 256): the in-place factor and the textbook
+    # one differ only by rounding, so codes agree almost everywhere.
+    W, H, _ = correlated_problem(32, 640, n=1400, seed=3)
+    for act_order in (False, True):
+        codes, *_ = solve(W, H, 4, 128, True, act_order)
+        ref = gptq_ref(W, H, 4, 128, True, act_order, False)
+        assert (codes == ref).float().mean() > 0.995
+
+
+@pytest.mark.parametrize("act_order,static_groups", [(False, False), (True, False), (True, True)])
+def test_solver_works_in_the_callers_hessian_and_gives_it_back_bit_exact(act_order, static_groups):
+    # A contiguous, exactly symmetric float32 H is permuted and factored in place
+    # (no second n x n matrix) and restored; any other H is copied. Both give
+    # the same codes, and neither caller's matrix changes.
+    W, H, _ = correlated_problem(24, 640, n=1400, seed=5)
+    H[7, :] = 0  # a dead input
+    H[:, 7] = 0
+    assert torch.equal(H, H.t())
+    H0 = H.clone()
+    in_place = solve(W, H, 4, 64, False, act_order, static_groups)
+    assert torch.equal(H, H0)
+    strided = H0.t()  # same values, not contiguous: the copying path
+    assert not strided.is_contiguous()
+    copied = solve(W, strided, 4, 64, False, act_order, static_groups)
+    assert torch.equal(strided, H0)
+    for a, b in zip(in_place[:4], copied[:4]):
+        assert torch.equal(a, b)
+
+
+def test_retries_and_fallbacks_give_the_hessian_back():
+    W, H, X = correlated_problem(8, 300, n=40, seed=2)  # rank 40 < 300 columns
+    # Slightly indefinite: the first damping fails, a larger one succeeds.
+    shift = 0.015 * float(H.diagonal().mean())
+    needs_damping = H - shift * torch.eye(300)
+    needs_damping = (needs_damping + needs_damping.t()) / 2
+    before = needs_damping.clone()
+    codes, scales, zeros, g_idx, info = solve(W, needs_damping, 4, 100, True, act_order=True)
+    assert float(info[0]) > 0.011 and float(info[1]) == 0
+    assert torch.equal(needs_damping, before)
+    # Negative definite: diagonal floor or RTN, and the matrix comes back.
+    bad = -torch.eye(300)
+    codes, *_, info = solve(W, bad, 4, 100, True)
+    assert float(info[1]) in (1.0, 2.0) and torch.equal(bad, -torch.eye(300))
+    # Not exactly symmetric: copied, untouched.
+    skew = H.clone()
+    skew[3, 5] += 1e-3
+    before = skew.clone()
+    solve(W, skew, 4, 100, True, act_order=True)
+    assert torch.equal(skew, before)

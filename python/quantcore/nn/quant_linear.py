@@ -305,10 +305,20 @@ class QuantLinear(nn.Module):
 
     def _dequantize_codes(self, dtype: torch.dtype) -> torch.Tensor:
         # The stored grid in the original column order, before any input_scale.
-        w = ops.dequantize(self.qweight, self._kernel_scales, self.zeros, self.bits, self.group_size, dtype)
-        if self.perm is not None:
-            w = torch.empty_like(w).index_copy_(1, self.perm.long(), w)
-        return w
+        s, z = self._kernel_scales, self.zeros
+        if self.perm is None:
+            return ops.dequantize(self.qweight, s, z, self.bits, self.group_size, dtype)
+        # Columns back to the original order, a block of rows at a time (no second weight-sized tensor).
+        out = torch.empty(self.out_features, self.in_features, dtype=dtype, device=self.qweight.device)
+        perm = self.perm.long()
+        rows = max(1, (1 << 20) // self.in_features)
+        per_tensor = s.shape[0] == 1 and self.out_features != 1
+        for r in range(0, self.out_features, rows):
+            sr = s if per_tensor else s[r:r + rows]
+            zr = z if z is None or per_tensor else z[r:r + rows]
+            w = ops.dequantize(self.qweight[r:r + rows], sr, zr, self.bits, self.group_size, dtype)
+            out[r:r + rows].index_copy_(1, perm, w)
+        return out
 
     def dequantize(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """The float weight ``[out, in]`` these codes represent (original column order;
