@@ -231,13 +231,16 @@ GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, co
   }
 
   // The factor is computed in G = J P H P^T J (P the solve order, J the
-  // reversal; see inverse_factor.h). G is the caller's own matrix, permuted in
+  // reversal; see inverse_factor.h). On the CPU, where host memory bounds how
+  // large a model can be converted, G is the caller's own matrix, permuted in
   // place and given back unchanged, when it can be (contiguous, float32,
-  // exactly symmetric: our Hessians are); otherwise a copy gathered in row panels.
+  // exactly symmetric: our Hessians are). Otherwise, and on GPUs (where the
+  // row-by-row permutation would cost ten times the solve and one more n x n
+  // matrix rarely matters), G is a copy gathered in row panels.
   const at::Tensor order_t =
       (perm.defined() ? perm : at::arange(cols, hessian.options().dtype(at::kLong))).flip(0).cpu().contiguous();
   const std::vector<int64_t> order(order_t.data_ptr<int64_t>(), order_t.data_ptr<int64_t>() + cols);
-  const bool in_place = hessian.scalar_type() == at::kFloat && hessian.is_contiguous() &&
+  const bool in_place = hessian.is_cpu() && hessian.scalar_type() == at::kFloat && hessian.is_contiguous() &&
                         hessian.device() == W.device() && exactly_symmetric(hessian, kPanel);
   at::Tensor G;
   if (in_place) {

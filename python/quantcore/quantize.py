@@ -273,9 +273,14 @@ def rtn_layer(name: str, module: nn.Module, config: QuantConfig) -> Tuple[QuantL
             qlayer = QuantLinear.from_linear(module, config)
         except ValueError as e:
             raise ValueError(f"{name}: {e}") from e
-        w = linear_weight(module).detach().float()
-        err = torch.linalg.vector_norm(qlayer.dequantize(torch.float32).to(w.device) - w)
-        rel = float(err / torch.linalg.vector_norm(w).clamp_min(1e-30))
+        weight = linear_weight(module).detach()
+        deq = qlayer.dequantize(torch.float32).to(weight.device)
+        err2 = norm2 = 0.0
+        for r in range(0, weight.shape[0], 512):  # blocks of rows: no more weight-sized temporaries
+            w = weight[r:r + 512].float()
+            err2 += float((deq[r:r + 512] - w).pow(2).sum())
+            norm2 += float(w.pow(2).sum())
+        rel = (err2 / max(norm2, 1e-60)) ** 0.5
     return qlayer, LayerReport(
         name=name, in_features=qlayer.in_features, out_features=qlayer.out_features, bits=qlayer.bits,
         group_size=qlayer.group_size,

@@ -237,9 +237,11 @@ def _rtn_blocks(model: nn.Module, stream: _BlockStream, targets, config: RTNConf
         block = stream.layers[li]
         stream.load(li, block)
         for name in by_block.get(li, []):
-            qlayer, layer_report = rtn_layer(name, model.get_submodule(name), config)
+            original = model.get_submodule(name)
+            qlayer, layer_report = rtn_layer(name, original, config)
             report.layers.append(layer_report)
             replace_module(model, name, qlayer)
+            stream.release(original)
         stream.done(li, block)
     _record_quantization(model, config)
     report.model_bytes_after = model_bytes(model)
