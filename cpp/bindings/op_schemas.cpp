@@ -23,6 +23,11 @@ TORCH_LIBRARY(quantcore, m) {
   // computed in one n x n buffer (blocked, in place). Raises when H + damp I is
   // not positive definite.
   m.def("gptq_inverse_factor(Tensor hessian, float damp, int block_size=256) -> Tensor");
+  // ggml block types (GGUF): rows of x [rows, n] to uint8 [rows, bytes per row],
+  // optionally weighted by llama.cpp's importance vector (mean x^2 per column);
+  // and back to float32 [rows, n].
+  m.def("gguf_quantize(Tensor x, int ggml_type, Tensor? importance=None) -> Tensor");
+  m.def("gguf_dequantize(Tensor data, int ggml_type, int n) -> Tensor");
   // Streams a batch of layer inputs into H (running mean of 2 x^T x); returns the new count.
   m.def("gptq_hessian_update(Tensor(a!) hessian, Tensor x, int samples_seen) -> int");
   // Group-wise quantize-dequantize of a 2-D weight, optionally of W * col_scale

@@ -73,6 +73,26 @@ def _gptq_inverse_factor_fake(hessian, damp, block_size=256):
     return torch.empty_like(hessian, memory_format=torch.contiguous_format)
 
 
+_GGUF_SIZES = {0: (1, 4), 1: (1, 2), 30: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34),
+               10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210)}
+
+
+@torch.library.register_fake("quantcore::gguf_quantize")
+def _gguf_quantize_fake(x, ggml_type, importance=None):
+    block, nbytes = _GGUF_SIZES.get(int(ggml_type), (0, 0))
+    _check(block > 1, f"quantcore.gguf_quantize: ggml type {ggml_type} is not supported")
+    _check(x.dim() == 2 and x.shape[1] % block == 0, "quantcore.gguf_quantize: x must be [rows, n], n a multiple "
+           f"of {block}")
+    return x.new_empty((x.shape[0], x.shape[1] // block * nbytes), dtype=torch.uint8)
+
+
+@torch.library.register_fake("quantcore::gguf_dequantize")
+def _gguf_dequantize_fake(data, ggml_type, n):
+    block, nbytes = _GGUF_SIZES.get(int(ggml_type), (0, 0))
+    _check(block > 0 and n % block == 0, f"quantcore.gguf_dequantize: bad ggml type {ggml_type} or n {n}")
+    return data.new_empty((data.shape[0], n), dtype=torch.float32)
+
+
 @torch.library.register_fake("quantcore::fake_quantize_groups")
 def _fake_quantize_groups_fake(weight, col_scale, clip, bits, group_size, symmetric, scale_dtype):
     return weight.new_empty(weight.shape, dtype=torch.float32)
