@@ -27,6 +27,7 @@ from . import assets
 from .ops import PER_CHANNEL, PER_TENSOR
 from .quantize import LayerReport, QuantizationReport, quantize_
 from .serialization import load_quantized, save_quantized
+from .gguf import export_gguf, load_gguf
 
 __version__ = "0.1.0"
 
@@ -41,6 +42,8 @@ __all__ = [
     "LayerReport",
     "save_quantized",
     "load_quantized",
+    "export_gguf",
+    "load_gguf",
     "ops",
     "qat",
     "assets",

@@ -131,7 +131,8 @@ class _BlockStream:
             if id(module) not in still_in_block:  # one left unquantized is exported as it is
                 module.to("meta")
         self.originals = []
-        self.writer.add(format_tensors(block, self.fmt, self.prefix(li)))
+        if self.writer is not None:  # None: a read-only walk (statistics only)
+            self.writer.add(format_tensors(block, self.fmt, self.prefix(li)))
         block.to("meta")
 
 
@@ -192,19 +193,7 @@ def quantize_checkpoint(
         if isinstance(config, RTNConfig):
             report_box.append(_rtn_blocks(model, stream, targets, config, progress))
         else:
-            # GPTQ/AWQ capture the first block's inputs through the embeddings: load the
-            # non-block part, one tensor at a time, except the output head (never run).
-            heads = tuple(f"{n}." for n in output_embedding_names(model))
-            for key in rest:
-                if key.startswith(heads):
-                    continue
-                try:
-                    model.load_state_dict({key: source.get(key)}, strict=False)
-                except RuntimeError as e:
-                    raise ValueError(f"{model_dir}: the checkpoint does not match its config: "
-                                     f"{state_mismatch(e)}") from None
-            stream.release_on_first_load = [m for m in (model.get_input_embeddings(),) if m is not None]
-            model._quantcore_stream = stream
+            _prepare_calibration(model, model_dir, source, stream, rest)
             try:
                 report_box.append(quantize_(model, config, include=[n for n, _ in targets], calib=calib,
                                             tokenizer=tokenizer, device=device or "cpu", progress=progress))
@@ -222,6 +211,42 @@ def quantize_checkpoint(
     report = report_box[0]
     report.skipped = skipped
     return out.resolve(), report
+
+
+def _prepare_calibration(model: nn.Module, model_dir: Path, source: TensorSource, stream: _BlockStream,
+                         rest: Sequence[str]) -> None:
+    """Calibration captures the first block's inputs through the embeddings: load
+    the non-block part, one tensor at a time, except the output head (never run),
+    and let the layer walk load and free the blocks through ``stream``."""
+    heads = tuple(f"{n}." for n in output_embedding_names(model))
+    for key in rest:
+        if key.startswith(heads):
+            continue
+        try:
+            model.load_state_dict({key: source.get(key)}, strict=False)
+        except RuntimeError as e:
+            raise ValueError(f"{model_dir}: the checkpoint does not match its config: "
+                             f"{state_mismatch(e)}") from None
+    stream.release_on_first_load = [m for m in (model.get_input_embeddings(),) if m is not None]
+    model._quantcore_stream = stream
+
+
+def streaming_model(model_dir: PathLike) -> nn.Module:
+    """The model of a checkpoint directory set up for a read-only layer walk
+    (``calibration.walk_layers``): one decoder block in memory at a time, loaded
+    when the walk reaches it and freed after. For statistics such as an imatrix;
+    the caller removes ``model._quantcore_stream`` when done."""
+    model_dir = Path(model_dir)
+    cfg = read_hf_config(model_dir)
+    _return_freed_memory()
+    source = TensorSource(model_dir)
+    model = _build_hf_model(model_dir, cfg, None)
+    model.config._name_or_path = str(model_dir)
+    layers_path, layers = find_decoder_layers(model)
+    stream = _BlockStream(source, None, layers_path, layers, "", [])
+    rest = [k for k in source.keys() if not k.startswith(layers_path + ".")]
+    _prepare_calibration(model, model_dir, source, stream, rest)
+    return model
 
 
 def _rtn_blocks(model: nn.Module, stream: _BlockStream, targets, config: RTNConfig,
