@@ -80,7 +80,7 @@ def collect_imatrix(model_dir: PathLike, calib: Any, tokenizer: Any = None, *, n
     try:
         windows = calibration_windows(calib, tokenizer, n_samples, seq_len, seed)
         layers_path, layers = find_decoder_layers(model)
-        compute = compute_device(device, layers)
+        compute = compute_device(device or "cpu", layers)  # the blocks wait on "meta"
         sums: Dict[str, List[Any]] = {}
         bar = tqdm(range(len(layers)), desc="quantcore imatrix", disable=not progress, unit="layer")
         with torch.no_grad():
