@@ -3,8 +3,10 @@
 * ``demo``: quantize the bundled small model and compare with float;
 * ``quantize MODEL_DIR -o OUT_DIR``: quantize a Hugging Face checkpoint directory,
   one decoder layer in memory at a time, into any supported format;
-* ``eval DIR``: perplexity of a float or quantized model directory;
-* ``info [DIR]``: versions and CPU kernels, or a quantized checkpoint's summary.
+* ``export-gguf MODEL_DIR -o FILE --type Q4_K_M``: a GGUF file for llama.cpp, streamed,
+  with llama.cpp's mixtures and (``--calib``) an importance matrix;
+* ``eval DIR|FILE.gguf``: perplexity of a float or quantized model (directory or GGUF file);
+* ``info [DIR|FILE.gguf]``: versions and CPU kernels, or a quantized checkpoint's summary.
 
 User errors (missing files, bad configs, a non-empty output directory) print
 one ``error:`` line and exit with status 2.
@@ -29,14 +31,30 @@ def main(argv: Optional[List[str]] = None) -> int:
     demo.add_argument("--gen-tokens", type=int, default=32)
     demo.add_argument("--no-progress", action="store_true")
     ev = sub.add_parser("eval", help="perplexity of a Hugging Face or quantcore model directory on a text file")
-    ev.add_argument("model", type=Path, help="model directory (a quantcore save is detected from config.json)")
+    ev.add_argument("model", type=Path, help="model directory (a quantcore save is detected from config.json) "
+                    "or a .gguf file")
+    ev.add_argument("--tokenizer", type=Path, help="Hugging Face tokenizer directory (needed for a .gguf file)")
     ev.add_argument("--text", type=Path, help="UTF-8 text file (default: the prepared Lee corpus)")
     ev.add_argument("--seq-len", type=int, default=2048)
     ev.add_argument("--stride", type=int, default=None, help="sliding-window stride (default: seq-len)")
     ev.add_argument("--max-windows", type=int, default=None)
     ev.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     info = sub.add_parser("info", help="versions and CPU kernels; with DIR, a quantized checkpoint's summary")
-    info.add_argument("dir", type=Path, nargs="?", help="quantized checkpoint directory")
+    info.add_argument("dir", type=Path, nargs="?", help="quantized checkpoint directory or .gguf file")
+    gg = sub.add_parser("export-gguf", help="write a GGUF file for llama.cpp from a Hugging Face checkpoint")
+    gg.add_argument("model", type=Path, help="Hugging Face checkpoint directory (safetensors + config + tokenizer)")
+    gg.add_argument("-o", "--output", type=Path, required=True, help="output .gguf file")
+    gg.add_argument("--type", default="Q4_K_M", help="llama.cpp mixture: Q2_K, Q3_K_S/M/L, Q4_0, Q4_1, "
+                    "Q4_K_S/M, Q5_0, Q5_1, Q5_K_S/M, Q6_K, Q8_0, F16, BF16, F32 (default Q4_K_M)")
+    gg.add_argument("--calib", type=Path, help="calibration text: collect an importance matrix and weight the "
+                    "quantizers by it (llama.cpp's --imatrix)")
+    gg.add_argument("--gptq", action="store_true", help="with --calib: GPTQ error compensation across columns "
+                    "while producing the blocks (the decoder layers' matrices)")
+    gg.add_argument("--n-samples", type=int, default=64, help="calibration windows")
+    gg.add_argument("--seq-len", type=int, default=512, help="tokens per calibration window")
+    gg.add_argument("--device", default=None, help="where the imatrix walk runs, e.g. cuda (default cpu)")
+    gg.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    gg.add_argument("--no-progress", action="store_true")
     q = sub.add_parser("quantize", help="quantize a Hugging Face checkpoint directory (streamed layer by layer)")
     q.add_argument("model", type=Path, help="Hugging Face checkpoint directory (safetensors + config + tokenizer)")
     q.add_argument("-o", "--output", type=Path, required=True, help="output directory (must not exist or be empty)")
@@ -81,6 +99,10 @@ def _run(args) -> int:
         return _eval(args)
     if args.command == "quantize":
         return _quantize(args)
+    if args.command == "export-gguf":
+        return _export_gguf(args)
+    if args.command == "info" and args.dir is not None and args.dir.suffix == ".gguf":
+        return _info_gguf(args.dir)
     if args.command == "info" and args.dir is not None:
         return _info_dir(args.dir)
     if args.command == "info":
@@ -109,12 +131,20 @@ def _eval(args) -> int:
     from .serialization import load_quantized
 
     dtype = getattr(torch, args.dtype)
-    if read_config(args.model).get("quantization_config"):  # any format quantcore reads (quantcore, gptq, awq, compressed-tensors)
+    if args.model.suffix == ".gguf":
+        from .gguf import load_gguf
+
+        if args.tokenizer is None:
+            raise ValueError("a .gguf model needs --tokenizer DIR (the Hugging Face tokenizer it was made with)")
+        model = load_gguf(args.model, dtype=dtype, progress=False)
+        tok = AutoTokenizer.from_pretrained(args.tokenizer)
+    elif read_config(args.model).get("quantization_config"):  # any format quantcore reads (quantcore, gptq, awq, compressed-tensors)
         model = load_quantized(args.model, dtype=dtype)
     else:
         model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
     model.eval()
-    tok = AutoTokenizer.from_pretrained(args.model)
+    if args.model.suffix != ".gguf":
+        tok = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
     text_file = args.text or demo_text_file()
     ppl = qc_eval.perplexity(model, tok, text_file.read_text(encoding="utf-8"), seq_len=args.seq_len,
                              stride=args.stride, max_windows=args.max_windows)
@@ -162,6 +192,54 @@ def _quantize(args) -> int:
         max_shard_bytes=args.max_shard_size << 20, overwrite=args.overwrite, progress=not args.no_progress)
     print(report)
     print(f"wrote {out} ({args.format}, {_dir_bytes(out) / 2**20:.1f} MiB)")
+    return 0
+
+
+def _export_gguf(args) -> int:
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from .gguf import export_gguf
+
+    calib = None
+    if args.calib is not None:
+        if not args.calib.is_file():
+            raise FileNotFoundError(f"calibration file {args.calib} not found")
+        calib = args.calib
+    if args.gptq and calib is None:
+        raise ValueError("--gptq needs calibration text: --calib FILE")
+    report = export_gguf(args.model, args.output, args.type, calib=calib, gptq=args.gptq, n_samples=args.n_samples,
+                         seq_len=args.seq_len, device=args.device, overwrite=args.overwrite,
+                         progress=not args.no_progress)
+    print(report.summary())
+    return 0
+
+
+def _info_gguf(path: Path) -> int:
+    from .gguf import GGUFReader, LlamaFileType
+
+    r = GGUFReader(path)
+    md = r.metadata
+    arch = md.get("general.architecture", "?")
+    ft = md.get("general.file_type")
+    try:
+        ft_name = LlamaFileType(ft).name.replace("MOSTLY_", "") if ft is not None else "?"
+    except ValueError:
+        ft_name = str(ft)
+    counts = {}
+    elements = 0
+    for t in r.tensors:
+        counts[t.ggml_type.name] = counts.get(t.ggml_type.name, 0) + 1
+        elements += t.n_elements
+    size = path.stat().st_size
+    print(f"{path}: GGUF v{r.version}, {arch}, file type {ft_name}, {size / 2**20:.1f} MiB, "
+          f"{8 * size / max(elements, 1):.2f} bits per weight")
+    print(f"{len(r.tensors)} tensors: " + ", ".join(f"{n} {t}" for t, n in sorted(counts.items(), key=lambda kv: -kv[1])))
+    keys = [k for k in md if k.startswith(f"{arch}.")]
+    print("  " + ", ".join(f"{k[len(arch) + 1:]}={md[k]}" for k in keys))
+    if "tokenizer.ggml.tokens" in md:
+        print(f"  tokenizer {md.get('tokenizer.ggml.model')} ({md.get('tokenizer.ggml.pre')}), "
+              f"{len(md['tokenizer.ggml.tokens'])} tokens")
     return 0
 
 

@@ -227,3 +227,42 @@ def test_gemma3_export_matches_llama_cpp_file(tmp_path, llama_cpp_files):
     for key in ("gemma3.embedding_length", "gemma3.attention.key_length", "gemma3.rope.freq_base",
                 "gemma3.attention.sliding_window", "tokenizer.ggml.model", "tokenizer.ggml.bos_token_id"):
         assert ours.metadata[key] == theirs.metadata[key], key
+
+
+@pytest.mark.parametrize("t", [GGMLType.Q8_0, GGMLType.Q6_K, GGMLType.Q4_K, GGMLType.Q4_0, GGMLType.Q3_K,
+                               GGMLType.Q2_K])
+def test_gptq_compensation_lowers_the_output_error_of_every_block_type(t):
+    from quantcore.gguf.compensate import gptq_quantize_blocks
+
+    g = torch.Generator().manual_seed(0)
+    n, rows = 512, 48
+    X = torch.randn(2048, n, generator=g) @ (torch.randn(n, n, generator=g) / n ** 0.5 + torch.eye(n))
+    X[:, 3] *= 8
+    W = torch.randn(rows, n, generator=g) * 0.05
+    H = torch.zeros(n, n)
+    torch.ops.quantcore.gptq_hessian_update(H, X, 0)
+    H0 = H.clone()
+    deq = lambda b: torch.ops.quantcore.gguf_dequantize(b, int(t), n)
+    err = lambda wq: float((X @ (W - wq).T).norm())
+    weighted = deq(torch.ops.quantcore.gguf_quantize(W, int(t), (X * X).mean(0)))
+    compensated = gptq_quantize_blocks(W, H, t)
+    assert torch.equal(H, H0)
+    assert compensated.shape == weighted.shape[:1] + (n // gguf.GGML_QUANT_SIZES[t][0] * gguf.GGML_QUANT_SIZES[t][1],)
+    assert err(deq(compensated)) < err(weighted)
+    with pytest.raises(ValueError, match="multiple"):
+        gptq_quantize_blocks(W[:, :100], H[:100, :100], GGMLType.Q4_K)
+
+
+def test_gptq_export_runs_end_to_end(tmp_path, bpe_tokenizer_dir, spm_tokenizer_dir):
+    model, d = _checkpoint(tmp_path, "qwen3", bpe_tokenizer_dir, spm_tokenizer_dir)
+    texts = ["the quick brown fox jumps over the lazy dog " * 8] * 8
+    report = quantcore.export_gguf(d, tmp_path / "g.gguf", "Q4_K_M", calib=texts, gptq=True, n_samples=8,
+                                   seq_len=32, progress=False)
+    assert report.gptq and "GPTQ" in report.summary()
+    back = quantcore.load_gguf(tmp_path / "g.gguf", progress=False)
+    with torch.no_grad():
+        rel = float((back(IDS).logits - model(IDS).logits).norm() / model(IDS).logits.norm())
+    assert rel < 0.45
+    with pytest.raises(ValueError, match="calib"):
+        quantcore.export_gguf(d, tmp_path / "h.gguf", "Q4_K_M", gptq=True, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".quantcore")) == []

@@ -39,6 +39,7 @@ class GGUFExportReport:
     path: Path
     mixture: str
     imatrix: bool
+    gptq: bool = False
     tensors: List[Tuple[str, str, Tuple[int, ...], str]] = field(default_factory=list)  # name, type, shape, why
     file_bytes: int = 0
     weight_elements: int = 0
@@ -57,7 +58,8 @@ class GGUFExportReport:
         for _, t, _, _ in self.tensors:
             counts[t] = counts.get(t, 0) + 1
         mix = ", ".join(f"{n} {t}" for t, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-        return (f"wrote {self.path} ({self.mixture}{' + imatrix' if self.imatrix else ''}): "
+        how = " + GPTQ" if self.gptq else " + imatrix" if self.imatrix else ""
+        return (f"wrote {self.path} ({self.mixture}{how}): "
                 f"{self.file_bytes / 2**20:.1f} MiB, {self.bits_per_weight:.2f} bits per weight, {len(self.tensors)} "
                 f"tensors ({mix}), {self.fallbacks} row-length fallbacks, {self.seconds:.1f} s")
 
@@ -159,6 +161,7 @@ def export_gguf(
     seq_len: int = 512,
     seed: int = 0,
     imatrix: Optional[Dict[str, torch.Tensor]] = None,
+    gptq: bool = False,
     device: Optional[Union[str, torch.device]] = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -171,7 +174,10 @@ def export_gguf(
     Q5_1, Q5_K_S/M, Q6_K, Q8_0, F16, BF16, F32). ``calib`` (texts, a text file or
     token ids): collect an importance matrix first and weight every quantizer's
     error by it, as ``llama-quantize --imatrix`` does; ``imatrix`` passes one
-    already collected ({checkpoint weight name: [in_features]}).
+    already collected ({checkpoint weight name: [in_features]}). ``gptq=True``
+    (needs ``calib``): the decoder layers' matrices are quantized block by block
+    with GPTQ's error compensation through the inputs' Hessian (see
+    ``quantcore.gguf.compensate``), the rest as with an imatrix.
 
     >>> import quantcore  # doctest: +SKIP
     >>> quantcore.export_gguf("SmolLM2-135M", "smollm2-q4_k_m.gguf", "Q4_K_M", calib="text.txt")  # doctest: +SKIP
@@ -189,8 +195,8 @@ def export_gguf(
             model_or_dir.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             return export_gguf(tmp, path, qtype, calib=calib, tokenizer=tokenizer, n_samples=n_samples,
-                               seq_len=seq_len, seed=seed, imatrix=imatrix, device=device, overwrite=overwrite,
-                               progress=progress)
+                               seq_len=seq_len, seed=seed, imatrix=imatrix, gptq=gptq, device=device,
+                               overwrite=overwrite, progress=progress)
     model_dir = Path(model_or_dir)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"{model_dir} is not a directory")
@@ -200,11 +206,24 @@ def export_gguf(
     spec = arch_for_config(cfg)
     vocab = vocab_metadata(model_dir, cfg.get("vocab_size"))
     source = TensorSource(model_dir)
-    if calib is not None and imatrix is None:
+    if gptq and calib is None:
+        raise ValueError("gptq=True needs calibration text (calib=...)")
+    if calib is not None and imatrix is None and not gptq:
         imatrix = collect_imatrix(model_dir, calib, tokenizer, n_samples=n_samples, seq_len=seq_len, seed=seed,
                                   device=device, progress=progress)
-    plan = _plan(model_dir, cfg, spec, source, qtype, imatrix is not None)
+    plan = _plan(model_dir, cfg, spec, source, qtype, imatrix is not None or gptq)
     mixture = MIXTURES[qtype]
+    spill_dir = tempfile.TemporaryDirectory(prefix=".quantcore-gguf-", dir=out.parent if out.parent.exists()
+                                            else None)
+    compensated: Dict[str, Path] = {}
+    if gptq:
+        from .compensate import gptq_gguf_tensors
+
+        targets = {key: (t, lambda k, w: spec.transform(k, w, cfg)) for key, name, _, t, _ in plan
+                   if t in QUANTIZED_TYPES and name.startswith("blk.")}
+        compensated = gptq_gguf_tensors(model_dir, targets, calib, tokenizer, Path(spill_dir.name),
+                                        n_samples=n_samples, seq_len=seq_len, seed=seed, device=device,
+                                        progress=progress)
 
     writer = GGUFWriter(out)
     writer.add("general.architecture", spec.name, ValueType.STRING)
@@ -215,7 +234,7 @@ def export_gguf(
     writer.add("general.file_type", int(mixture.file_type), ValueType.UINT32)
     for key, value, vtype, item in spec.hparams(cfg).entries + vocab.entries:
         writer.add(key, value, vtype, item)
-    report = GGUFExportReport(out, qtype, imatrix is not None)
+    report = GGUFExportReport(out, qtype, imatrix is not None or gptq, gptq=gptq)
     for key, name, shape, t, why in plan:
         writer.add_tensor_info(name, shape, t)
         report.tensors.append((name, t.name, tuple(reversed(shape)), why))
@@ -227,6 +246,10 @@ def export_gguf(
         writer.begin()
         bar = tqdm(plan, desc=f"quantcore gguf {qtype}", disable=not progress, unit="tensor")
         for key, name, shape, t, _ in bar:
+            if key in compensated:
+                writer.write_tensor(name, compensated[key].read_bytes())
+                compensated[key].unlink()
+                continue
             tensor = spec.transform(key, source.get(key), cfg)
             imp = None
             if imatrix is not None and t in QUANTIZED_TYPES and key in imatrix:
@@ -239,6 +262,8 @@ def export_gguf(
     except BaseException:
         writer.abort()
         raise
+    finally:
+        spill_dir.cleanup()
     report.file_bytes = out.stat().st_size
     report.seconds = time.perf_counter() - start
     return report
