@@ -1,11 +1,13 @@
 """GGUF quality on the real model (issue 8): perplexity and size of quantcore's
 GGUF exports for llama.cpp's mixtures, plain and with an importance matrix
 collected on calibration text disjoint from the evaluation text, scored through
-our own GGUF reader (load_gguf). quantcore's GPTQ W4/W3 results on the same
-model and texts (benchmarks/data/awq_quality_gemma3.json) go on the same plot.
+our own GGUF reader (load_gguf); optionally with GPTQ compensation across the
+blocks. quantcore's own GPTQ W4/W3 (g128, act-order) on the same texts goes on the
+same plot.
 
 Run: python benchmarks/bench_gguf_quality.py [--model gemma3] [--types Q8_0 Q6_K ...]
-     [--samples 64 --seq-len 512] [--json FILE] [--plot FILE.png]
+     [--gptq-types Q4_K_M Q3_K_M] [--ours 4 3] [--samples 32 --seq-len 512] [--eval-windows 24]
+     [--json FILE] [--plot FILE.png]
 """
 
 from __future__ import annotations
@@ -16,15 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 import _real_model
 import quantcore
 from quantcore import eval as qe
 from quantcore.gguf import GGUFReader, collect_imatrix, export_gguf, load_gguf
-
-DATA = Path(__file__).resolve().parent / "data"
-
 
 def linear_bits(path: Path) -> float:
     """Bits per weight of the decoder blocks' 2-D weights (embeddings excluded)."""
@@ -41,7 +38,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=["gemma3", "smollm2"], default="gemma3")
     ap.add_argument("--types", nargs="+", default=["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K"])
-    ap.add_argument("--samples", type=int, default=64)
+    ap.add_argument("--gptq-types", nargs="*", default=["Q4_K_M", "Q3_K_M"],
+                    help="mixtures also exported with GPTQ compensation (--gptq)")
+    ap.add_argument("--ours", type=int, nargs="*", default=[4, 3],
+                    help="bits of quantcore's own GPTQ g128 (act-order) on the same texts, for the plot")
+    ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--eval-windows", type=int, default=0, help="windows to score (0: the whole evaluation half)")
     ap.add_argument("--json", type=Path)
@@ -64,28 +65,37 @@ def main() -> None:
     imatrix_s = time.perf_counter() - t0
     print(f"imatrix: {args.samples} x {args.seq_len} calibration tokens, {imatrix_s:.1f} s", flush=True)
     rows = []
-    print("| type | imatrix | perplexity | file MiB | bits/weight (blocks) | export s |\n|---|---|---|---|---|---|")
+    print("| type | calibration | perplexity | file MiB | bits/weight (blocks) | export s |\n|---|---|---|---|---|---|")
+    calib = dict(calib=[rm.calibration_text], tokenizer=rm.tokenizer, n_samples=args.samples, seq_len=args.seq_len)
+    variants = [(t, "plain") for t in args.types] + [(t, "imatrix") for t in args.types] + \
+               [(t, "gptq") for t in args.gptq_types]
     with tempfile.TemporaryDirectory() as tmp:
-        for qtype in args.types:
-            for imx in (None, imatrix):
-                path = Path(tmp) / f"{qtype}.gguf"
-                t0 = time.perf_counter()
-                rep = export_gguf(model_dir, path, qtype, imatrix=imx, overwrite=True, progress=False)
-                seconds = time.perf_counter() - t0
-                p = ppl(load_gguf(path, progress=False))
-                row = dict(type=qtype, imatrix=imx is not None, ppl=p, file_mib=rep.file_bytes / 2**20,
-                           bpw_blocks=linear_bits(path), bpw_file=rep.bits_per_weight, seconds=seconds,
-                           fallbacks=rep.fallbacks)
-                rows.append(row)
-                print(f"| {qtype} | {'yes' if imx is not None else 'no'} | {p:.3f} | {row['file_mib']:.1f} | "
-                      f"{row['bpw_blocks']:.2f} | {seconds:.1f} |", flush=True)
+        for qtype, how in variants:
+            path = Path(tmp) / f"{qtype}.gguf"
+            t0 = time.perf_counter()
+            extra = {"plain": {}, "imatrix": dict(imatrix=imatrix), "gptq": dict(gptq=True, **calib)}[how]
+            rep = export_gguf(model_dir, path, qtype, overwrite=True, progress=False, **extra)
+            seconds = time.perf_counter() - t0
+            p = ppl(load_gguf(path, progress=False))
+            row = dict(type=qtype, calibration=how, imatrix=how != "plain", ppl=p, file_mib=rep.file_bytes / 2**20,
+                       bpw_blocks=linear_bits(path), bpw_file=rep.bits_per_weight, seconds=seconds,
+                       fallbacks=rep.fallbacks)
+            rows.append(row)
+            print(f"| {qtype} | {how} | {p:.3f} | {row['file_mib']:.1f} | {row['bpw_blocks']:.2f} | {seconds:.1f} |",
+                  flush=True)
     ours = []
-    ref = DATA / f"awq_quality_{args.model}.json"
-    if ref.is_file():
-        for r in json.loads(ref.read_text())["rows"]:
-            if r["method"] == "gptq":
-                bits = int(r["config"][1])
-                ours.append(dict(config=r["config"], ppl=r["ppl"], bpw_blocks=bits + 16 / 128))
+    for bits in args.ours:
+        import copy
+
+        m = copy.deepcopy(rm.model)
+        t0 = time.perf_counter()
+        quantcore.quantize_(m, quantcore.GPTQConfig(bits=bits, group_size=rm.group_size, act_order=True,
+                                                    n_samples=args.samples, seq_len=args.seq_len),
+                            calib=[rm.calibration_text], tokenizer=rm.tokenizer, progress=False)
+        ours.append(dict(config=f"W{bits} g{rm.group_size}", ppl=ppl(m), bpw_blocks=bits + 16 / rm.group_size,
+                         seconds=time.perf_counter() - t0))
+        print(f"quantcore GPTQ W{bits} g{rm.group_size}: perplexity {ours[-1]['ppl']:.3f}", flush=True)
+        del m
     out = dict(model=args.model, float=base, samples=args.samples, seq_len=args.seq_len, windows=windows,
                imatrix_seconds=imatrix_s, rows=rows, quantcore_gptq=ours)
     if args.json:
@@ -97,11 +107,13 @@ def main() -> None:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for imx, style, label in ((False, "o--", "GGUF (quantcore export), plain"),
-                                  (True, "s-", "GGUF (quantcore export), imatrix")):
-            pts = sorted((r["bpw_blocks"], r["ppl"], r["type"]) for r in rows if r["imatrix"] == imx)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
-            if imx:
+        for how, style, label in (("plain", "o--", "GGUF export, plain"), ("imatrix", "s-", "GGUF export, imatrix"),
+                                  ("gptq", "^", "GGUF export, GPTQ compensation")):
+            pts = sorted((r["bpw_blocks"], r["ppl"], r["type"]) for r in rows if r["calibration"] == how)
+            if not pts:
+                continue
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label, ms=7)
+            if how == "imatrix":
                 for x, y, name in pts:
                     ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         if ours:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import torch
 
@@ -84,6 +84,15 @@ class ArchSpec:
         return md
 
     # ------------------------------------------------------------------ tensors
+    def _layer_table(self) -> Dict[str, str]:
+        """Decoder-block module name -> GGUF short name."""
+        table = dict(_LAYER_NAMES)
+        if self.name == "gemma3":
+            table.update(_GEMMA3_LAYER_NAMES)
+        else:
+            table["post_attention_layernorm"] = "ffn_norm"
+        return table
+
     def tensor_name(self, hf_name: str) -> Optional[str]:
         """The GGUF name of a checkpoint tensor, or None when llama.cpp has no use for it."""
         if hf_name == "model.embed_tokens.weight":
@@ -96,12 +105,7 @@ class ArchSpec:
         if not m:
             return None
         layer, part, kind = m.groups()
-        table = dict(_LAYER_NAMES)
-        if self.name == "gemma3":
-            table.update(_GEMMA3_LAYER_NAMES)
-        else:
-            table["post_attention_layernorm"] = "ffn_norm"
-        short = table.get(part)
+        short = self._layer_table().get(part)
         return f"blk.{layer}.{short}.{kind}" if short else None
 
     def transform(self, hf_name: str, t: torch.Tensor, cfg: Dict[str, Any]) -> torch.Tensor:
@@ -137,12 +141,7 @@ class ArchSpec:
         if not m:
             return None
         layer, short, kind = m.groups()
-        table = dict(_LAYER_NAMES)
-        if self.name == "gemma3":
-            table.update(_GEMMA3_LAYER_NAMES)
-        else:
-            table["post_attention_layernorm"] = "ffn_norm"
-        inverse = {v: k for k, v in table.items()}
+        inverse = {v: k for k, v in self._layer_table().items()}
         return f"model.layers.{layer}.{inverse[short]}.{kind}" if short in inverse else None
 
 

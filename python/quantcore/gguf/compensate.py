@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
-from torch import nn
-from tqdm.auto import tqdm
 
 from .types import BLOCK_SIZES, GGMLType, QUANTIZED_TYPES
 
@@ -76,49 +74,27 @@ def gptq_gguf_tensors(model_dir: Path, targets: Dict[str, Tuple[GGMLType, Any]],
     accumulates its inputs' Hessian, quantizes the transformed weight with
     ``gptq_quantize_blocks`` and writes the bytes to ``spill``. Returns
     {name: file}."""
-    from ..calibration import calibration_windows, compute_device, find_decoder_layers, walk_layers
-    from ..streaming import streaming_model
+    from .export import calibration_walk, run_with_input_hooks
 
-    if tokenizer is None:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    model = streaming_model(model_dir)
     files: Dict[str, Path] = {}
-    try:
-        windows = calibration_windows(calib, tokenizer, n_samples, seq_len, seed)
-        layers_path, layers = find_decoder_layers(model)
-        compute = compute_device(device or "cpu", layers)
-        bar = tqdm(range(len(layers)), desc="quantcore gguf gptq", disable=not progress, unit="layer")
-        with torch.no_grad():
-            for li, block, run_block, n_windows in walk_layers(model, layers, windows, compute, bar):
-                hess: Dict[str, List[Any]] = {}
-                hooks = []
-                for name, mod in block.named_modules():
-                    key = f"{layers_path}.{li}.{name}.weight"
-                    if isinstance(mod, nn.Linear) and key in targets:
-                        def hook(_m, args, key=key):
-                            x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
-                            acc = hess.setdefault(key, [torch.zeros(x.shape[1], x.shape[1], device=x.device), 0])
-                            acc[1] = torch.ops.quantcore.gptq_hessian_update(acc[0], x, acc[1])
-                        hooks.append(mod.register_forward_pre_hook(hook))
-                try:
-                    for i in range(n_windows):
-                        run_block(i)
-                finally:
-                    for h in hooks:
-                        h.remove()
-                for name, mod in block.named_modules():
-                    key = f"{layers_path}.{li}.{name}.weight"
-                    if key not in hess:
-                        continue
-                    ggml_type, transform = targets[key]
-                    w = transform(key, mod.weight.detach().float().cpu())
-                    codes = gptq_quantize_blocks(w, hess[key][0].cpu(), ggml_type)
-                    path = spill / f"{len(files)}.bin"
-                    path.write_bytes(codes.numpy().tobytes())
-                    files[key] = path
-                del hess
-    finally:
-        model.__dict__.pop("_quantcore_stream", None)
+    for prefix, block, run_block, n_windows in calibration_walk(
+            model_dir, calib, tokenizer, n_samples=n_samples, seq_len=seq_len, seed=seed, device=device,
+            progress=progress, desc="quantcore gguf gptq"):
+        hess: Dict[str, List[Any]] = {}
+
+        def accumulate(key: str, x: torch.Tensor) -> None:
+            acc = hess.setdefault(key, [torch.zeros(x.shape[1], x.shape[1], device=x.device), 0])
+            acc[1] = torch.ops.quantcore.gptq_hessian_update(acc[0], x.float(), acc[1])
+
+        run_with_input_hooks(block, prefix, run_block, n_windows, lambda key: key in targets, accumulate)
+        for name, mod in block.named_modules():
+            key = f"{prefix}.{name}.weight"
+            if key not in hess:
+                continue
+            ggml_type, transform = targets[key]
+            w = transform(key, mod.weight.detach().float().cpu())
+            codes = gptq_quantize_blocks(w, hess[key][0].cpu(), ggml_type)
+            path = spill / f"{len(files)}.bin"
+            path.write_bytes(codes.numpy().tobytes())
+            files[key] = path
     return files

@@ -8,10 +8,8 @@ quantized and written one at a time; the imatrix walk holds one decoder block.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -26,7 +24,7 @@ from ..checkpoint_io import TensorSource, read_config
 from .arch import ArchSpec, arch_for_config
 from .container import GGUFWriter, ValueType
 from .mixtures import MIXTURES, tensor_type
-from .types import BLOCK_SIZES, GGMLType, QUANTIZED_TYPES
+from .types import GGMLType, QUANTIZED_TYPES
 from .vocab import vocab_metadata
 
 __all__ = ["export_gguf", "collect_imatrix", "GGUFExportReport"]
@@ -64,12 +62,11 @@ class GGUFExportReport:
                 f"tensors ({mix}), {self.fallbacks} row-length fallbacks, {self.seconds:.1f} s")
 
 
-def collect_imatrix(model_dir: PathLike, calib: Any, tokenizer: Any = None, *, n_samples: int = 64,
-                    seq_len: int = 512, seed: int = 0, device: Optional[Union[str, torch.device]] = None,
-                    progress: bool = True) -> Dict[str, torch.Tensor]:
-    """llama.cpp's importance matrix: for every linear layer of the decoder
-    blocks, the mean over calibration tokens of each input feature's square
-    ({checkpoint weight name: float32 [in_features]}). One block in memory."""
+def calibration_walk(model_dir: PathLike, calib: Any, tokenizer: Any, *, n_samples: int, seq_len: int, seed: int,
+                     device: Optional[Union[str, torch.device]], progress: bool, desc: str):
+    """Runs the decoder layers of a checkpoint on calibration text, one block in
+    memory (float, read-only): yields ``(name of the block, block, run_block,
+    n_windows)`` as ``calibration.walk_layers`` does."""
     from ..calibration import calibration_windows, compute_device, find_decoder_layers, walk_layers
     from ..streaming import streaming_model
 
@@ -83,29 +80,49 @@ def collect_imatrix(model_dir: PathLike, calib: Any, tokenizer: Any = None, *, n
         windows = calibration_windows(calib, tokenizer, n_samples, seq_len, seed)
         layers_path, layers = find_decoder_layers(model)
         compute = compute_device(device or "cpu", layers)  # the blocks wait on "meta"
-        sums: Dict[str, List[Any]] = {}
-        bar = tqdm(range(len(layers)), desc="quantcore imatrix", disable=not progress, unit="layer")
+        bar = tqdm(range(len(layers)), desc=desc, disable=not progress, unit="layer")
         with torch.no_grad():
             for li, block, run_block, n_windows in walk_layers(model, layers, windows, compute, bar):
-                hooks = []
-                for name, mod in block.named_modules():
-                    if isinstance(mod, nn.Linear):
-                        key = f"{layers_path}.{li}.{name}.weight"
-
-                        def hook(_m, args, key=key):
-                            x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
-                            acc = sums.setdefault(key, [torch.zeros(x.shape[1], dtype=torch.float64), 0])
-                            acc[0] += x.pow(2).sum(0).double().cpu()
-                            acc[1] += x.shape[0]
-                        hooks.append(mod.register_forward_pre_hook(hook))
-                try:
-                    for i in range(n_windows):
-                        run_block(i)
-                finally:
-                    for h in hooks:
-                        h.remove()
+                yield f"{layers_path}.{li}", block, run_block, n_windows
     finally:
         model.__dict__.pop("_quantcore_stream", None)
+
+
+def run_with_input_hooks(block: nn.Module, prefix: str, run_block, n_windows: int, wanted, accumulate) -> None:
+    """Runs every window through ``block`` calling ``accumulate(weight name, x
+    [tokens, in_features])`` with the inputs of each linear whose weight name
+    (``prefix.<module>.weight``) ``wanted`` accepts."""
+    hooks = []
+    for name, mod in block.named_modules():
+        key = f"{prefix}.{name}.weight"
+        if isinstance(mod, nn.Linear) and wanted(key):
+            hooks.append(mod.register_forward_pre_hook(
+                lambda _m, args, key=key: accumulate(key, args[0].detach().reshape(-1, args[0].shape[-1]))))
+    try:
+        for i in range(n_windows):
+            run_block(i)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def collect_imatrix(model_dir: PathLike, calib: Any, tokenizer: Any = None, *, n_samples: int = 64,
+                    seq_len: int = 512, seed: int = 0, device: Optional[Union[str, torch.device]] = None,
+                    progress: bool = True) -> Dict[str, torch.Tensor]:
+    """llama.cpp's importance matrix: for every linear layer of the decoder
+    blocks, the mean over calibration tokens of each input feature's square
+    ({checkpoint weight name: float32 [in_features]}). One block in memory."""
+    sums: Dict[str, List[Any]] = {}
+
+    def accumulate(key: str, x: torch.Tensor) -> None:
+        acc = sums.setdefault(key, [torch.zeros(x.shape[1], dtype=torch.float64), 0])
+        acc[0] += x.float().pow(2).sum(0).double().cpu()
+        acc[1] += x.shape[0]
+
+    for prefix, block, run_block, n_windows in calibration_walk(
+            model_dir, calib, tokenizer, n_samples=n_samples, seq_len=seq_len, seed=seed, device=device,
+            progress=progress, desc="quantcore imatrix"):
+        run_with_input_hooks(block, prefix, run_block, n_windows, lambda key: True, accumulate)
     return {k: (s / max(n, 1)).float() for k, (s, n) in sums.items()}
 
 

@@ -6,8 +6,7 @@ re-quantized or fine-tuned."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Union
 
 import torch
 from torch import nn
