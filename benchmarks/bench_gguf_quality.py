@@ -64,7 +64,14 @@ def main() -> None:
                               seq_len=args.seq_len, progress=False)
     imatrix_s = time.perf_counter() - t0
     print(f"imatrix: {args.samples} x {args.seq_len} calibration tokens, {imatrix_s:.1f} s", flush=True)
-    rows = []
+    rows, ours = [], []
+
+    def save():  # after every row, so an interrupted run keeps what it measured
+        if args.json:
+            out = dict(model=args.model, float=base, samples=args.samples, seq_len=args.seq_len, windows=windows,
+                       imatrix_seconds=imatrix_s, rows=rows, quantcore_gptq=ours)
+            args.json.write_text(json.dumps(out, indent=1) + "\n")
+
     print("| type | calibration | perplexity | file MiB | bits/weight (blocks) | export s |\n|---|---|---|---|---|---|")
     calib = dict(calib=[rm.calibration_text], tokenizer=rm.tokenizer, n_samples=args.samples, seq_len=args.seq_len)
     variants = [(t, "plain") for t in args.types] + [(t, "imatrix") for t in args.types] + \
@@ -83,7 +90,7 @@ def main() -> None:
             rows.append(row)
             print(f"| {qtype} | {how} | {p:.3f} | {row['file_mib']:.1f} | {row['bpw_blocks']:.2f} | {seconds:.1f} |",
                   flush=True)
-    ours = []
+            save()
     for bits in args.ours:
         import copy
 
@@ -96,10 +103,7 @@ def main() -> None:
                          seconds=time.perf_counter() - t0))
         print(f"quantcore GPTQ W{bits} g{rm.group_size}: perplexity {ours[-1]['ppl']:.3f}", flush=True)
         del m
-    out = dict(model=args.model, float=base, samples=args.samples, seq_len=args.seq_len, windows=windows,
-               imatrix_seconds=imatrix_s, rows=rows, quantcore_gptq=ours)
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1) + "\n")
+        save()
     if args.plot:
         import matplotlib
 

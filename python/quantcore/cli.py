@@ -39,6 +39,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ev.add_argument("--stride", type=int, default=None, help="sliding-window stride (default: seq-len)")
     ev.add_argument("--max-windows", type=int, default=None)
     ev.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ev.add_argument("--gguf-quantized", action="store_true",
+                    help="keep a .gguf file's Q8_0/Q4_0/Q5_0/Q3_K/Q6_K layers as QuantLinear (default: dequantize)")
     info = sub.add_parser("info", help="versions and CPU kernels; with DIR, a quantized checkpoint's summary")
     info.add_argument("dir", type=Path, nargs="?", help="quantized checkpoint directory or .gguf file")
     gg = sub.add_parser("export-gguf", help="write a GGUF file for llama.cpp from a Hugging Face checkpoint")
@@ -136,7 +138,7 @@ def _eval(args) -> int:
 
         if args.tokenizer is None:
             raise ValueError("a .gguf model needs --tokenizer DIR (the Hugging Face tokenizer it was made with)")
-        model = load_gguf(args.model, dtype=dtype, progress=False)
+        model = load_gguf(args.model, dtype=dtype, quantized=args.gguf_quantized, progress=False)
         tok = AutoTokenizer.from_pretrained(args.tokenizer)
     elif read_config(args.model).get("quantization_config"):  # any format quantcore reads (quantcore, gptq, awq, compressed-tensors)
         model = load_quantized(args.model, dtype=dtype)

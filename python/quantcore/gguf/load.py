@@ -1,7 +1,9 @@
 """GGUF -> Hugging Face model: the configuration rebuilt from the metadata,
 every tensor dequantized by our kernels (through the hardened reader) and put
 back in Hugging Face's layout, so a GGUF-only model can be evaluated,
-re-quantized or fine-tuned."""
+re-quantized or fine-tuned. With ``quantized=True`` the linear layers whose
+ggml type has an integer grid (Q8_0, Q4_0, Q5_0, Q3_K, Q6_K; see codes.py)
+become QuantLinear layers holding the file's codes and scales unchanged."""
 
 from __future__ import annotations
 
@@ -12,8 +14,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..nn import QuantLinear
 from .arch import GGUF_TO_HF_CLASS, arch_by_gguf_name
+from .codes import ggml_codes
 from .container import GGUFReader
+from .types import QUANTIZED_TYPES
 
 __all__ = ["load_gguf", "hf_config_from_gguf"]
 
@@ -80,10 +85,17 @@ def hf_config_from_gguf(reader: GGUFReader) -> Dict[str, Any]:
     return cfg
 
 
-def load_gguf(path: Union[str, os.PathLike], *, dtype: torch.dtype = torch.float32,
+def load_gguf(path: Union[str, os.PathLike], *, dtype: torch.dtype = torch.float32, quantized: bool = False,
               progress: bool = True) -> nn.Module:
     """A Hugging Face causal LM holding the GGUF file's weights (dequantized to
     ``dtype``). Raises GGUFError/ValueError for files it cannot map.
+
+    ``quantized=True``: linear layers stored as Q8_0, Q4_0, Q5_0, Q3_K or Q6_K
+    become :class:`QuantLinear` layers with the file's own codes and scales
+    (they dequantize to exactly the values llama.cpp computes; the model can be
+    saved with ``save_quantized``); layers of the affine types with a float
+    minimum (Q4_1, Q5_1, Q2_K, Q4_K, Q5_K) and all other tensors load as
+    ``dtype``.
 
     >>> model = quantcore.load_gguf("smollm2-q4_k_m.gguf")  # doctest: +SKIP
     """
@@ -103,16 +115,28 @@ def load_gguf(path: Union[str, os.PathLike], *, dtype: torch.dtype = torch.float
         model = model_cls._from_config(config, dtype=dtype)
     expected = dict(model.state_dict())
     seen = set()
+    pending = {}  # module name -> GGMLCodes, built into QuantLinear once its bias is loaded
     bar = tqdm(reader.tensors, desc="quantcore load_gguf", disable=not progress, unit="tensor")
     with torch.no_grad():
         for t in bar:
             name = spec.hf_name(t.name)
             if name is None or name not in expected:
                 raise ValueError(f"{reader.path}: tensor {t.name!r} has no place in {cfg['architectures'][0]}")
-            value = spec.untransform(t.name, reader.tensor(t.name), cfg)
-            if tuple(value.shape) != tuple(expected[name].shape):
-                raise ValueError(f"{reader.path}: tensor {t.name!r} is {tuple(value.shape)}, the model expects "
+            if tuple(t.torch_shape) != tuple(expected[name].shape):
+                raise ValueError(f"{reader.path}: tensor {t.name!r} is {tuple(t.torch_shape)}, the model expects "
                                  f"{tuple(expected[name].shape)}")
+            module_name = name.rsplit(".", 1)[0]
+            if quantized and t.ggml_type in QUANTIZED_TYPES and name.endswith(".weight") and \
+                    isinstance(model.get_submodule(module_name), nn.Linear):
+                rows = t.n_elements // t.shape[0]
+                codes = ggml_codes(reader.raw(t.name), t.ggml_type, rows, t.shape[0])
+                if codes is not None:
+                    # Q/K row reordering moves whole rows, so codes and scales follow the weight.
+                    pending[module_name] = codes._replace(codes=spec.untransform(t.name, codes.codes, cfg),
+                                                          scales=spec.untransform(t.name, codes.scales, cfg))
+                    seen.add(name)
+                    continue
+            value = spec.untransform(t.name, reader.tensor(t.name), cfg)
             expected[name].copy_(value.to(dtype))
             seen.add(name)
     if cfg["tie_word_embeddings"]:
@@ -122,5 +146,10 @@ def load_gguf(path: Union[str, os.PathLike], *, dtype: torch.dtype = torch.float
         raise ValueError(f"{reader.path}: no tensors for {missing[:5]}{' ...' if len(missing) > 5 else ''}")
     if cfg["tie_word_embeddings"]:
         model.tie_weights()
+    for module_name, c in pending.items():
+        linear = model.get_submodule(module_name)
+        layer = QuantLinear.from_codes(c.codes, c.scales, None, linear.bias.detach() if linear.bias is not None
+                                       else None, bits=c.bits, group_size=c.group_size, dtype=dtype)
+        model.set_submodule(module_name, layer)
     model.eval()
     return model
