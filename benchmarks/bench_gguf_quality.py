@@ -8,6 +8,7 @@ same plot.
 Run: python benchmarks/bench_gguf_quality.py [--model gemma3] [--types Q8_0 Q6_K ...]
      [--gptq-types Q4_K_M Q3_K_M] [--ours 4 3] [--samples 32 --seq-len 512] [--eval-windows 24]
      [--json FILE] [--plot FILE.png]
+     python benchmarks/bench_gguf_quality.py --replot data/FILE.json --plot FILE.png
 """
 
 from __future__ import annotations
@@ -47,7 +48,11 @@ def main() -> None:
     ap.add_argument("--eval-windows", type=int, default=0, help="windows to score (0: the whole evaluation half)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--plot", type=Path)
+    ap.add_argument("--replot", type=Path, help="only draw --plot from this JSON file of an earlier run")
     args = ap.parse_args()
+    if args.replot:
+        plot(json.loads(args.replot.read_text()), args.plot or args.replot.with_suffix(".png"))
+        return
 
     rm = _real_model.load(args.model)
     model_dir = quantcore.assets.gemma3_model_dir() if args.model == "gemma3" else quantcore.assets.demo_model_dir()
@@ -105,34 +110,44 @@ def main() -> None:
         del m
         save()
     if args.plot:
-        import matplotlib
+        plot(json.loads(args.json.read_text()) if args.json else dict(model=args.model, float=base, rows=rows,
+             quantcore_gptq=ours), args.plot)
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for how, style, label in (("plain", "o--", "GGUF export, plain"), ("imatrix", "s-", "GGUF export, imatrix"),
-                                  ("gptq", "^", "GGUF export, GPTQ compensation")):
-            pts = sorted((r["bpw_blocks"], r["ppl"], r["type"]) for r in rows if r["calibration"] == how)
-            if not pts:
-                continue
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label, ms=7)
-            if how == "imatrix":
-                for x, y, name in pts:
-                    ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        if ours:
-            ax.plot([o["bpw_blocks"] for o in ours], [o["ppl"] for o in ours], "D", color="C3", ms=8,
-                    label="quantcore GPTQ g128 (blocks only; embeddings float)")
-        ax.axhline(base, color="gray", lw=1, ls=":", label=f"float32 {base:.2f}")
-        ax.set_yscale("log")
-        ax.set_xlabel("bits per weight of the decoder blocks' matrices")
-        ax.set_ylabel("perplexity (Lee corpus, evaluation half)")
-        ax.set_title(f"{args.model}: perplexity against bits per weight")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(args.plot, dpi=120)
-        print(f"plot: {args.plot}")
+def plot(data: dict, path: Path) -> None:
+    """Perplexity against bits per weight, from the benchmark's JSON."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, ours, base = data["rows"], data["quantcore_gptq"], data["float"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for how, style, label in (("plain", "o--", "GGUF export, plain"), ("imatrix", "s-", "GGUF export, imatrix"),
+                              ("gptq", "^", "GGUF export, GPTQ compensation")):
+        pts = sorted((r["bpw_blocks"], r["ppl"], r["type"]) for r in rows if r["calibration"] == how)
+        if not pts:
+            continue
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label, ms=7)
+        if how == "plain":
+            for k, (x, y, name) in enumerate(pts):
+                ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 6 if k % 2 else -12), fontsize=8)
+    for o in ours:
+        ax.plot([o["bpw_blocks"]], [o["ppl"]], "D", color="C3", ms=8)
+        ax.annotate(f"quantcore GPTQ {o['config']}", (o["bpw_blocks"], o["ppl"]), textcoords="offset points",
+                    xytext=(6, -3), fontsize=8, color="C3")
+    if ours:
+        ax.plot([], [], "D", color="C3", label="quantcore GPTQ (lm_head and embeddings float)")
+    ax.axhline(base, color="gray", lw=1, ls=":", label=f"float32 {base:.2f}")
+    ax.set_yscale("log")
+    ax.set_xlabel("bits per weight of the decoder blocks' matrices")
+    ax.set_ylabel("perplexity (Lee corpus, evaluation half)")
+    ax.set_title(f"{data['model']}: perplexity against bits per weight")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot: {path}")
 
 
 if __name__ == "__main__":
