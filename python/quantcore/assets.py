@@ -18,7 +18,9 @@ def _candidates() -> List[Path]:
     env = os.environ.get("QUANTCORE_ASSETS")
     if env:
         out.append(Path(env))
-    out.append(Path.cwd() / ".cache")
+    # The working directory and its parents: a notebook in notebooks/ finds the checkout's .cache.
+    cwd = Path.cwd()
+    out.extend(d / ".cache" for d in (cwd, *cwd.parents))
     out.append(Path(__file__).resolve().parents[2] / ".cache")  # source checkout
     return out
 
@@ -35,6 +37,7 @@ def assets_dir() -> Path:
 
 
 def demo_model_dir() -> Path:
+    """The prepared SmolLM2-135M-Instruct Hugging Face directory (model and tokenizer)."""
     return assets_dir() / _MODEL
 
 
@@ -50,6 +53,7 @@ def gemma3_model_dir() -> Path:
 
 
 def demo_text_file() -> Path:
+    """The prepared English text (the Lee news corpus, about 360 KB) used for calibration and perplexity."""
     path = assets_dir() / _TEXT
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; run `python scripts/prepare_assets.py`")

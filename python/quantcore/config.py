@@ -56,6 +56,7 @@ class QuantConfig:
         return {0: "tensor", -1: "channel"}.get(self.group_size, "group")
 
     def to_dict(self) -> Dict[str, Any]:
+        """The config as JSON-ready values (dtypes as names), as saved in ``quantization_config``."""
         d = dataclasses.asdict(self)
         d["scale_dtype"] = dtype_name(self.scale_dtype)
         d["method"] = self.method
@@ -63,6 +64,7 @@ class QuantConfig:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "QuantConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are ignored."""
         fields = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in fields}
         if "scale_dtype" in kwargs:

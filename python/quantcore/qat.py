@@ -193,6 +193,7 @@ class FakeQuantLinear(nn.Module):
                              self.group_size, self.config.scale_dtype, self.grad_factor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The linear layer on the fake-quantized weight (and input, with activation quantization)."""
         if self.input_scale is not None:
             x = (x / self.input_scale).to(x.dtype)
         if self.act_bits is not None:
@@ -223,6 +224,7 @@ class FakeQuantLinear(nn.Module):
         return layer.to(self.weight.device)
 
     def extra_repr(self) -> str:
+        """The layer's shape and grid, for ``print(model)``."""
         c = self.config
         return (f"in_features={self.in_features}, out_features={self.out_features}, bits={c.bits}, "
                 f"group_size={self.group_size}, sym={c.sym}, learnable={c.learnable}"

@@ -50,10 +50,12 @@ class QuantizationReport:
 
     @property
     def bytes_before(self) -> int:
+        """Bytes of the replaced layers' weights (and biases) before quantization."""
         return sum(layer.bytes_before for layer in self.layers)
 
     @property
     def bytes_after(self) -> int:
+        """Bytes of the replaced layers after quantization (codes, scales, zeros, permutations)."""
         return sum(layer.bytes_after for layer in self.layers)
 
     @property
@@ -65,9 +67,11 @@ class QuantizationReport:
 
     @property
     def compression(self) -> float:
+        """Whole-model size before over after (0.0 when unknown)."""
         return self.model_bytes_before / self.model_bytes_after if self.model_bytes_after else 0.0
 
     def to_dict(self) -> Dict[str, Any]:
+        """The report as JSON-ready values."""
         return {
             "method": self.method, "config": self.config, "seconds": self.seconds,
             "model_bytes_before": self.model_bytes_before, "model_bytes_after": self.model_bytes_after,

@@ -72,6 +72,7 @@ class TensorInfo:
 
     @property
     def n_elements(self) -> int:
+        """Number of elements (the product of the shape)."""
         n = 1
         for d in self.shape:
             n *= d
@@ -79,6 +80,7 @@ class TensorInfo:
 
     @property
     def n_bytes(self) -> int:
+        """Bytes the tensor takes in the file (whole blocks)."""
         block, size = BLOCK_SIZES[self.ggml_type]
         return self.n_elements // block * size
 
@@ -135,6 +137,7 @@ class GGUFWriter:
             self.add("general.alignment", alignment, ValueType.UINT32)
 
     def add(self, key: str, value: Any, vtype: ValueType, item_type: Optional[ValueType] = None) -> None:
+        """Add a metadata key-value pair (``item_type`` for arrays); only before :meth:`begin`."""
         if self._file is not None:
             raise GGUFError("metadata must be added before begin()")
         if not key:
@@ -145,6 +148,7 @@ class GGUFWriter:
         self.kv[key] = (value, ValueType(vtype), item_type)
 
     def add_tensor_info(self, name: str, torch_shape: Sequence[int], ggml_type: GGMLType) -> TensorInfo:
+        """Declare a tensor (PyTorch shape order) before :meth:`begin`; its data follows in the same order."""
         if self._file is not None:
             raise GGUFError("tensors must be declared before begin()")
         if len(name.encode("utf-8")) > MAX_NAME_BYTES:
@@ -165,6 +169,7 @@ class GGUFWriter:
         return info
 
     def begin(self) -> None:
+        """Write the header, metadata and tensor infos to a temporary file; then :meth:`write_tensor` each tensor."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent)
         self._tmp = Path(tmp)
@@ -197,6 +202,7 @@ class GGUFWriter:
         self._next += 1
 
     def close(self) -> Path:
+        """Check every declared tensor was written, then rename the file into place (atomic)."""
         if self._file is None:
             raise GGUFError("nothing was written (call begin() first)")
         try:
@@ -389,6 +395,7 @@ class GGUFReader:
         return name in self._by_name
 
     def info(self, name: str) -> TensorInfo:
+        """The tensor's name, shape, type and offset; KeyError when absent."""
         try:
             return self._by_name[name]
         except KeyError:
@@ -404,7 +411,7 @@ class GGUFReader:
             raise GGUFError(f"{self.path}: tensor {name!r} is truncated")
         return data
 
-    def tensor(self, name: str):
+    def tensor(self, name: str) -> "torch.Tensor":
         """The tensor as float32 in PyTorch order (dequantized when quantized)."""
         import torch
 

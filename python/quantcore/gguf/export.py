@@ -45,13 +45,16 @@ class GGUFExportReport:
 
     @property
     def bits_per_weight(self) -> float:
+        """File bits per weight element (metadata included)."""
         return 8.0 * self.file_bytes / max(1, self.weight_elements)
 
     @property
     def fallbacks(self) -> int:
+        """How many tensors took a fallback type because their rows do not fit the type's blocks."""
         return sum("fallback" in why for *_, why in self.tensors)
 
     def summary(self) -> str:
+        """One line: file, mixture, size, bits per weight and tensor types."""
         counts: Dict[str, int] = {}
         for _, t, _, _ in self.tensors:
             counts[t] = counts.get(t, 0) + 1

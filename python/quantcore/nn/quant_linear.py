@@ -271,6 +271,7 @@ class QuantLinear(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ W.T + bias`` on the quantized weight, with the fastest kernel for ``x``'s device, dtype and rows."""
         if x.dtype not in _FLOAT_DTYPES:
             raise TypeError(f"QuantLinear expects float32/float16/bfloat16 input, got {x.dtype}")
         if x.shape[-1] != self.in_features:
@@ -349,6 +350,7 @@ class QuantLinear(nn.Module):
         return 8.0 * total / (self.in_features * self.out_features)
 
     def extra_repr(self) -> str:
+        """The layer's shape and grid, for ``print(model)``."""
         return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
                 f"group_size={self.group_size}, sym={self.sym}, bias={self.bias is not None}"
                 + (", act_order=True" if self.perm is not None else "")
