@@ -1,17 +1,24 @@
 // W4A16 tensor-core GEMM (layout in qgemm_tc_cuda.h).
 //
-// A CTA of 8 warps (one m16 tile of rows) or 4 (two or four) owns one 32-wide
-// strip of output features per warp and 16 * MT rows of x, over a slice of K (split-K when the grid would otherwise
-// not fill the GPU). Chunks of 64 inputs stream through a multi-stage
-// cp.async pipeline into shared memory: the warps' codes (each lane later
-// reads back exactly the 16 bytes it needs), the rows of x (XOR-swizzled so
-// ldmatrix is conflict-free) and the group scales. Codes become fp16/bf16 in
-// registers with the magic-number trick (OR a nibble into the mantissa of
-// 1024.0 / 128.0, subtract 1024 + z / 128 + z: exactly q - z) and are scaled
-// per group before mma.m16n8k16 with fp32 accumulation; per-channel scales
-// are applied to the fp32 sums instead. Split-K partial sums go to a
-// workspace and the last CTA to finish a tile adds them in split order, so
-// results do not depend on timing.
+// Work: the output is cut into tiles of 16 * MT rows by 32 * WARPS outputs (one
+// 32-wide strip per warp), and K into chunks of 32 * TPC inputs. The
+// (tile, chunk) units, tile-major, are dealt out evenly to one wave of CTAs
+// (stream-K): CTA p takes units [p U / G, (p + 1) U / G), so every SM has the
+// same amount of work whatever the shape. A CTA runs one continuous cp.async
+// pipeline over its units, across tile boundaries; where it ends a tile that
+// it shares with other CTAs, it writes its fp32 partial tile to a workspace
+// slot, and the last CTA to arrive adds the tile's partials in CTA order (so
+// results do not depend on timing) and writes the output.
+//
+// A stage holds, for one chunk, the warps' codes (each lane later reads back
+// exactly the 16 bytes it needs per 32-wide K tile), the rows of x
+// (XOR-swizzled so ldmatrix is conflict-free) and each K tile's group scales
+// and zeros. Codes become fp16/bf16 in registers with the magic-number trick
+// (OR a nibble into the mantissa of 1024.0 / 128.0, subtract 1024 + z /
+// 128 + z: exactly q - z) and go to mma.m16n8k16 with fp32 accumulation.
+// With up to 32 rows the (q - z) x sums of each group are scaled in fp32 when
+// the group ends; with more rows the weights are scaled before the mma.
+// Per-channel scales are applied to the fp32 sums.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -25,23 +32,35 @@ namespace quantcore::kernels {
 
 namespace {
 
-// Warps per CTA, side by side along N: 8 for one m16 tile (every row of x
-// in shared memory then feeds twice the outputs), 4 with more rows.
-template <int MT>
-constexpr int kWarps = MT == 1 ? 8 : 4;
-template <int MT>
-constexpr int kThreads = 32 * kWarps<MT>;
-constexpr int kStripN = 32;                 // output features per warp
-template <int MT>
-constexpr int kCtaN = kStripN * kWarps<MT>;  // output features per CTA
-constexpr int kChunkK = 64;                 // inputs per pipeline stage
-constexpr int kTileK = 32;                  // inputs per 16-byte code load of a lane
-constexpr int kTilesPerChunk = kChunkK / kTileK;
-// Pipeline depth: deeper where stages are small; shared memory (and so the
-// CTAs per SM) is the price of each stage.
-template <int MT>
-constexpr int kStages = MT == 1 ? 5 : MT == 2 ? 4 : 4;
+constexpr int kStripN = 32;  // output features per warp
+constexpr int kTileK = 32;   // inputs per 16-byte code load of a lane
 constexpr int kMaxSplits = 16;
+
+// A CTA's shape: MT m16 tiles of rows, WARPS warps side by side along N, TPC
+// K tiles per pipeline stage, STAGES stages, at least MIN_CTAS CTAs per SM
+// (the register budget).
+template <int MT_, int WARPS_, int TPC_, int STAGES_, int MIN_CTAS_>
+struct Shape {
+  static constexpr int MT = MT_, kWarps = WARPS_, kTPC = TPC_, kStages = STAGES_, kMinCtas = MIN_CTAS_;
+  static constexpr int kThreads = 32 * kWarps;
+  static constexpr int kCtaN = kStripN * kWarps;
+  static constexpr int kRows = 16 * MT;
+  static constexpr int kChunkK = kTileK * kTPC;
+  static constexpr int kRowBytes = kChunkK * 2;  // one row of x in a stage
+  // Raw (q - z) x sums are scaled per group in fp32 ("late") when MT <= 2:
+  // one fma per accumulator and group instead of a multiply per weight pair.
+  // With MT = 4 a second set of accumulators would not fit in registers.
+  static constexpr bool kLate = MT <= 2;
+};
+
+// 16 and 64 rows: 8 warps (every row of x in shared memory feeds 256
+// outputs; at 64 rows copying x costs more than copying the codes), four K
+// tiles a stage (two where K is not a multiple of 128).
+using Rows16 = Shape<1, 8, 4, 4, 2>;
+using Rows16K64 = Shape<1, 8, 2, 6, 2>;
+using Rows32 = Shape<2, 4, 2, 4, 3>;
+using Rows64 = Shape<4, 8, 4, 4, 1>;
+using Rows64K64 = Shape<4, 8, 2, 4, 1>;
 
 // ------------------------------------------------------------ PTX wrappers
 
@@ -49,14 +68,13 @@ __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-// 16-byte global->shared copy; `valid == false` writes zeros instead.
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
-               "r"(valid ? 16 : 0));
+// 16-byte global->shared copy to shared address `dst`; `valid == false` writes zeros instead.
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
 }
 // Codes are read once: ask L2 to evict them first, so x and the scales stay.
-__device__ __forceinline__ void cp_async16_stream(void* dst, const void* src, bool valid, uint64_t policy) {
-  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(smem_addr(dst)), "l"(src),
+__device__ __forceinline__ void cp_async16_stream(uint32_t dst, const void* src, bool valid, uint64_t policy) {
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(dst), "l"(src),
                "r"(valid ? 16 : 0), "l"(policy));
 }
 __device__ __forceinline__ uint64_t evict_first_policy() {
@@ -64,14 +82,23 @@ __device__ __forceinline__ uint64_t evict_first_policy() {
   asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(p));
   return p;
 }
+// threadIdx.x, read where it is used: code that runs rarely (a tile's end, a
+// group's start) then does not keep its index arithmetic in registers for
+// the whole main loop.
+__device__ __forceinline__ int tid_here() {
+  int t;
+  asm volatile("mov.u32 %0, %%tid.x;\n" : "=r"(t));
+  return t;
+}
+
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
+               : "r"(addr));
 }
 
 __device__ __forceinline__ uint32_t lop3_and_or(uint32_t a, uint32_t mask, uint32_t magic) {
@@ -122,6 +149,28 @@ __device__ __forceinline__ void mma_16816<__nv_bfloat16>(float (&c)[4], const ui
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// c = a b (the accumulator's old value is not read).
+template <typename T>
+__device__ __forceinline__ void mma_16816_zero(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
+template <>
+__device__ __forceinline__ void mma_16816_zero<__half>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                                       uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%10,%10,%10,%10};\n"
+      : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(0.f));
+}
+template <>
+__device__ __forceinline__ void mma_16816_zero<__nv_bfloat16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                                              uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%10,%10,%10,%10};\n"
+      : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(0.f));
+}
+
 // The four B-fragment registers of one code word: (b0, b1) of the n8 block
 // with n = g and of the block with n = g + 8, as (q - z) exactly, not yet scaled.
 // `off_lo` / `off_hi` hold the magic number plus the zero point of each block.
@@ -165,125 +214,138 @@ __device__ __forceinline__ __nv_bfloat162 splat<__nv_bfloat16>(float v) { return
 
 // ------------------------------------------------------------ shared memory
 
-template <typename ScaleT, int MT>
+template <typename ScaleT, class P>
 struct Stage {
-  uint4 codes[kWarps<MT>][kTilesPerChunk][32];  // per warp, per tile, per lane
-  uint4 x[MT * 16][kChunkK / 8];            // rows of x, 16-byte chunks XOR-swizzled by row
-  ScaleT scales[kTilesPerChunk][kCtaN<MT>];  // each tile's group, for the CTA's outputs
-  uint8_t zeros[kTilesPerChunk][kCtaN<MT>];
+  uint4 codes[P::kWarps][P::kTPC][32];     // per warp, per K tile, per lane
+  uint4 x[P::kRows][P::kChunkK / 8];       // rows of x, 16-byte pieces XOR-swizzled by row
+  ScaleT scales[P::kTPC][P::kCtaN];        // each K tile's group, for the CTA's outputs
+  uint8_t zeros[P::kTPC][P::kCtaN];
 };
 
-// Raw (q - z) x sums are scaled per group in fp32 ("late") when MT <= 2: one
-// fma per accumulator and group instead of a multiply per weight pair. With
-// MT = 4 the second set of accumulators would not fit in registers, so the
-// weights are scaled before the mma instead (per-channel scales still late).
-template <int MT>
-constexpr bool kLate = MT <= 2;
-
-// Per-thread copy cursor: where this thread's 16-byte copies of the next
-// chunk come from (advanced by a constant per chunk, no index arithmetic in
-// the loop) and go to. Every thread copies codes and x; the first few also a
-// slice of one tile's group scales or zeros, following the group by counting
-// tiles.
-template <typename T, typename ScaleT, int MT>
-struct CopyCursor {
-  static constexpr int kCodeCopies = kWarps<MT> * kTilesPerChunk * 32 / kThreads<MT>;
-  static constexpr int kXCopies = (MT * 16 * 8 + kThreads<MT> - 1) / kThreads<MT>;
-  static constexpr int kScaleCopies = kCtaN<MT> * int(sizeof(ScaleT)) / 16;  // per tile
-  static constexpr int kZeroCopies = kCtaN<MT> / 16;                         // per tile
-  const int32_t* code_src[kCodeCopies];
-  const T* x_src[kXCopies];
-  const char* group_src;  // this thread's 16 bytes of its tile's group scales (or zeros)
-  int64_t group_step;     // bytes from one group's row to the next
-  int code_dst[kCodeCopies], x_dst[kXCopies], group_dst;  // byte offsets into a Stage
-  bool code_ok[kCodeCopies], x_ok[kXCopies], x_used[kXCopies], group_ok;
-  int group_tile;         // tile index of this thread's tile inside its group; -1: no group copy
-  int tiles_per_group;
+// The split of the work into tiles, chunks and CTAs (same on host and device).
+struct Work {
+  int mblocks = 1, tiles = 1, chunks = 1;
+  int64_t units = 1, ctas = 1;
+  // First unit of CTA p (p = ctas: the end).
+  __host__ __device__ int64_t begin(int64_t p) const { return p * units / ctas; }
+  // The CTA whose units include u.
+  __host__ __device__ int64_t owner(int64_t u) const { return ((u + 1) * ctas + units - 1) / units - 1; }
 };
 
-struct Ctx {
-  int64_t m0, n0, chunk_begin, chunk_end;
-};
+// Per-thread copy cursor of the pipeline: where this thread's 16-byte copies
+// of the next chunk come from and go to. Each warp copies its own strip's
+// codes (TPC x 512 contiguous bytes); every thread copies rows of x; some
+// threads a slice of one K tile's group scales or zeros, following the group
+// by counting tiles. Crossing into the next tile re-aims everything.
+template <typename T, typename ScaleT, class P>
+struct Loader {
+  using St = Stage<ScaleT, P>;
+  static constexpr int kXPieces = P::kRows * P::kTPC * 4;
+  static constexpr int kXCopies = (kXPieces + P::kThreads - 1) / P::kThreads;
+  static constexpr int kXRowStep = P::kThreads / (P::kTPC * 4);
+  static constexpr int kScaleParts = P::kCtaN * int(sizeof(ScaleT)) / 16;  // per K tile
+  static constexpr int kZeroParts = P::kCtaN / 16;
+  static constexpr int kGroupCopies = (P::kTPC * (kScaleParts + kZeroParts) + P::kThreads - 1) / P::kThreads;
+  static_assert(kXPieces % P::kThreads == 0 || kXCopies == 1, "x copies");
+  static_assert(kXRowStep % 8 == 0, "a thread's rows of x share their swizzle");
 
-template <typename T, typename ScaleT, int MT>
-__device__ __forceinline__ CopyCursor<T, ScaleT, MT> make_cursor(const QGemmTcArgs& a, const Ctx& cx) {
-  using C = CopyCursor<T, ScaleT, MT>;
-  using St = Stage<ScaleT, MT>;
-  C p;
-  const int tid = threadIdx.x;
-  const int64_t strips = a.N / kStripN, strip0 = cx.n0 / kStripN;
-#pragma unroll
-  for (int i = 0; i < C::kCodeCopies; ++i) {
-    const int idx = tid + i * kThreads<MT>;
-    const int w = idx / (kTilesPerChunk * 32), tile = (idx / 32) % kTilesPerChunk, lane = idx % 32;
-    p.code_ok[i] = strip0 + w < strips;
-    const int64_t strip = p.code_ok[i] ? strip0 + w : 0;
-    p.code_src[i] = a.codes + (strip * (a.K / kTileK) + cx.chunk_begin * kTilesPerChunk + tile) * 128 + lane * 4;
-    p.code_dst[i] = int(offsetof(St, codes)) + ((w * kTilesPerChunk + tile) * 32 + lane) * 16;
-  }
-  const T* x = reinterpret_cast<const T*>(a.x);
-#pragma unroll
-  for (int i = 0; i < C::kXCopies; ++i) {
-    const int idx = tid + i * kThreads<MT>;
-    const int row = idx / 8, ch = idx % 8;
-    p.x_used[i] = idx < MT * 16 * 8;
-    p.x_ok[i] = cx.m0 + row < a.M;
-    p.x_src[i] = x + (p.x_ok[i] ? cx.m0 + row : 0) * a.K + cx.chunk_begin * kChunkK + ch * 8;
-    p.x_dst[i] = int(offsetof(St, x)) + (row * (kChunkK / 8) + (ch ^ (row & 7))) * 16;
-  }
-  p.tiles_per_group = int(a.group_size / kTileK);
-  p.group_tile = -1;
-  p.group_src = nullptr;
-  p.group_step = 0;
-  p.group_dst = 0;
-  p.group_ok = false;
-  const bool is_scale = tid < kTilesPerChunk * C::kScaleCopies;
-  const bool is_zero = !is_scale && a.zeros && tid < kTilesPerChunk * (C::kScaleCopies + C::kZeroCopies);
-  if (is_scale || is_zero) {
-    const int r = is_scale ? tid : tid - kTilesPerChunk * C::kScaleCopies;
-    const int per_tile = is_scale ? C::kScaleCopies : C::kZeroCopies;
-    const int tile = r / per_tile, part = r % per_tile;
-    const int elem = int(is_scale ? sizeof(ScaleT) : 1);
-    const int64_t kt = cx.chunk_begin * kTilesPerChunk + tile;
-    const int64_t col = cx.n0 + int64_t(part) * 16 / elem;
-    p.group_ok = col < a.N;
-    const char* base = is_scale ? reinterpret_cast<const char*>(a.scales) : reinterpret_cast<const char*>(a.zeros);
-    p.group_step = a.N * elem;
-    p.group_src = base + (kt / p.tiles_per_group) * p.group_step + (p.group_ok ? col : 0) * elem;
-    p.group_tile = int(kt % p.tiles_per_group);
-    p.group_dst = is_scale ? int(offsetof(St, scales)) + (tile * kCtaN<MT>) * int(sizeof(ScaleT)) + part * 16
-                           : int(offsetof(St, zeros)) + tile * kCtaN<MT> + part * 16;
-  }
-  return p;
-}
+  const int32_t* code_src;
+  const T* x_src;  // copy 0's row (row 0 of x where that row is past M); copy i is kXRowStep i rows on
+  const char* g_src[kGroupCopies];
+  int64_t g_step[kGroupCopies];
+  int g_in[kGroupCopies];  // K tile of the copy inside its group; -1: no copy
+  int g_dst[kGroupCopies];
+  bool code_ok, g_ok[kGroupCopies];
+  unsigned x_ok;  // bit i: copy i's row is below M
+  int code_dst, x_dst;
+  int tile, chunk;
 
-// Issues the copies of the cursor's chunk into `st` and moves the cursor to the
-// next chunk: codes (evict-first), x (rows past M read as zeros), and each
-// tile's group scales and zeros for the CTA's outputs (outputs past N as zeros).
-template <typename T, typename ScaleT, int MT>
-__device__ __forceinline__ void load_stage(CopyCursor<T, ScaleT, MT>& p, Stage<ScaleT, MT>& st, uint64_t policy) {
-  using C = CopyCursor<T, ScaleT, MT>;
-  char* base = reinterpret_cast<char*>(&st);
-#pragma unroll
-  for (int i = 0; i < C::kCodeCopies; ++i) {
-    cp_async16_stream(base + p.code_dst[i], p.code_src[i], p.code_ok[i], policy);
-    p.code_src[i] += kTilesPerChunk * 128;
+  __device__ __forceinline__ void setup() {
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    code_dst = int(offsetof(St, codes)) + (warp * P::kTPC * 32 + lane) * 16;
+    const int row = tid / (P::kTPC * 4), ch = tid % (P::kTPC * 4);
+    x_dst = int(offsetof(St, x)) + row * P::kRowBytes + (ch ^ (row & 7)) * 16;
   }
+
+  __device__ __forceinline__ void init(const QGemmTcArgs& a, const Work& w, int t, int c) {
+    tile = t;
+    chunk = c;
+    const int tid = tid_here(), warp = tid / 32, lane = tid % 32;
+    const int64_t m0 = int64_t(t % w.mblocks) * P::kRows;
+    const int n0 = t / w.mblocks * P::kCtaN;  // N < 2^31 (the codes' row count is N / 32)
+    const int64_t strip = n0 / kStripN + warp;
+    code_ok = strip < a.N / kStripN;
+    code_src = a.codes + ((code_ok ? strip : 0) * (a.K / kTileK) + int64_t(c) * P::kTPC) * 128 + lane * 4;
+    const T* x = reinterpret_cast<const T*>(a.x);
+    const int row0 = tid / (P::kTPC * 4), ch = tid % (P::kTPC * 4);
+    x_ok = 0;
 #pragma unroll
-  for (int i = 0; i < C::kXCopies; ++i) {
-    if (p.x_used[i]) cp_async16(base + p.x_dst[i], p.x_src[i], p.x_ok[i]);
-    p.x_src[i] += kChunkK;
-  }
-  if (p.group_tile >= 0) {
-    cp_async16(base + p.group_dst, p.group_src, p.group_ok);
-    // The thread's tile moves kTilesPerChunk tiles on: into the next group(s)?
-    p.group_tile += kTilesPerChunk;
-    while (p.group_tile >= p.tiles_per_group) {
-      p.group_tile -= p.tiles_per_group;
-      p.group_src += p.group_step;
+    for (int i = 0; i < kXCopies; ++i)
+      if (m0 + row0 + i * kXRowStep < a.M) x_ok |= 1u << i;
+    x_src = x + ((x_ok & 1) ? m0 + row0 : 0) * a.K + int64_t(c) * P::kChunkK + ch * 8;
+    const int tpg = int(a.group_size / kTileK);
+#pragma unroll
+    for (int i = 0; i < kGroupCopies; ++i) {
+      const int j = tid + i * P::kThreads;
+      g_in[i] = -1;
+      g_src[i] = nullptr;
+      g_step[i] = 0;
+      g_dst[i] = 0;
+      g_ok[i] = false;
+      const bool is_scale = j < P::kTPC * kScaleParts;
+      const bool is_zero = !is_scale && a.zeros && j < P::kTPC * (kScaleParts + kZeroParts);
+      if (is_scale || is_zero) {
+        const int r = is_scale ? j : j - P::kTPC * kScaleParts;
+        const int parts = is_scale ? kScaleParts : kZeroParts;
+        const int kt_in = r / parts, part = r % parts;
+        const int elem = is_scale ? int(sizeof(ScaleT)) : 1;
+        const int kt = c * P::kTPC + kt_in;
+        const int64_t col = n0 + part * 16 / elem;
+        g_ok[i] = col < a.N;
+        const char* base = is_scale ? reinterpret_cast<const char*>(a.scales) : reinterpret_cast<const char*>(a.zeros);
+        g_step[i] = a.N * elem;
+        g_src[i] = base + (kt / tpg) * g_step[i] + (g_ok[i] ? col : 0) * elem;
+        g_in[i] = kt % tpg;
+        g_dst[i] = is_scale ? int(offsetof(St, scales)) + kt_in * P::kCtaN * int(sizeof(ScaleT)) + part * 16
+                            : int(offsetof(St, zeros)) + kt_in * P::kCtaN + part * 16;
+      }
     }
   }
-}
+
+  // Issues the copies of the cursor's chunk into the stage at shared address
+  // `st`: codes (evict-first), x (rows past M as zeros), group scales / zeros
+  // (outputs past N as zeros).
+  __device__ __forceinline__ void load(uint32_t st, uint64_t policy, int64_t K) const {
+#pragma unroll
+    for (int t = 0; t < P::kTPC; ++t) cp_async16_stream(st + code_dst + t * 512, code_src + t * 128, code_ok, policy);
+#pragma unroll
+    for (int i = 0; i < kXCopies; ++i) {
+      const bool ok = x_ok >> i & 1;
+      if (kXPieces % P::kThreads == 0 || int(threadIdx.x) + i * P::kThreads < kXPieces)
+        cp_async16(st + x_dst + i * kXRowStep * P::kRowBytes, ok ? x_src + int64_t(i * kXRowStep) * K : x_src, ok);
+    }
+#pragma unroll
+    for (int i = 0; i < kGroupCopies; ++i)
+      if (g_in[i] >= 0) cp_async16(st + g_dst[i], g_src[i], g_ok[i]);
+  }
+
+  // Moves on to the next unit.
+  __device__ __forceinline__ void advance(const QGemmTcArgs& a, const Work& w, int tpg) {
+    code_src += P::kTPC * 128;
+    x_src += P::kChunkK;
+#pragma unroll
+    for (int i = 0; i < kGroupCopies; ++i) {
+      if (g_in[i] >= 0) {
+        g_in[i] += P::kTPC;
+        while (g_in[i] >= tpg) {
+          g_in[i] -= tpg;
+          g_src[i] += g_step[i];
+        }
+      }
+    }
+    if (++chunk == w.chunks && tile + 1 < w.tiles) init(a, w, tile + 1, 0);
+  }
+};
 
 // A group's parameters in registers: per n8 block j, the magic number plus
 // zero point of column n = 8 j + g (for the B fragments), and either the scale
@@ -295,25 +357,26 @@ struct GroupParams {
   float2 scale_c[4];
 };
 
-template <typename T, typename ScaleT, int MT>
-__device__ __forceinline__ void load_group(const QGemmTcArgs& a, const Stage<ScaleT, MT>& st, int tile, bool late,
-                                           GroupParams<T>& gp) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+template <typename T, typename ScaleT, class P>
+__device__ __forceinline__ void load_group(const Stage<ScaleT, P>& st, int kt, bool has_zeros, bool late,
+                                           typename Half2Of<T>::type off_sym, GroupParams<T>& gp) {
+  const int tid = tid_here(), warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
     const int col_b = warp * kStripN + j * 8 + g, col_c = warp * kStripN + j * 8 + 2 * t;
-    const float z = a.zeros ? float(st.zeros[tile][col_b]) : 8.f;
-    gp.off[j] = splat<T>(Dequant<T>::kMagic + z);
+    gp.off[j] = has_zeros ? splat<T>(Dequant<T>::kMagic + float(st.zeros[kt][col_b])) : off_sym;
     if (late) {
-      gp.scale_c[j] = make_float2(to_float<ScaleT>(st.scales[tile][col_c]), to_float<ScaleT>(st.scales[tile][col_c + 1]));
+      gp.scale_c[j] = make_float2(to_float<ScaleT>(st.scales[kt][col_c]), to_float<ScaleT>(st.scales[kt][col_c + 1]));
     } else {
-      gp.scale_b[j] = splat<T>(to_float<ScaleT>(st.scales[tile][col_b]));
+      gp.scale_b[j] = splat<T>(to_float<ScaleT>(st.scales[kt][col_b]));
     }
   }
 }
 
+// acc += part * scale, per output column.
 template <int MT>
-__device__ __forceinline__ void flush_group(float (&acc)[MT][4][4], float (&part)[MT][4][4], const float2 (&s)[4]) {
+__device__ __forceinline__ void flush_group(float (&acc)[MT][4][4], const float (&part)[MT][4][4],
+                                            const float2 (&s)[4]) {
 #pragma unroll
   for (int m = 0; m < MT; ++m)
 #pragma unroll
@@ -322,113 +385,65 @@ __device__ __forceinline__ void flush_group(float (&acc)[MT][4][4], float (&part
       acc[m][j][1] = fmaf(part[m][j][1], s[j].y, acc[m][j][1]);
       acc[m][j][2] = fmaf(part[m][j][2], s[j].x, acc[m][j][2]);
       acc[m][j][3] = fmaf(part[m][j][3], s[j].y, acc[m][j][3]);
-      part[m][j][0] = part[m][j][1] = part[m][j][2] = part[m][j][3] = 0.f;
     }
 }
 
-// The mma's of one tile and one 16-wide k step, from its code words and x fragments.
-template <typename T, int MT>
-__device__ __forceinline__ void tile_math(const uint32_t (&q)[4], int ks, const uint32_t (&afrag)[MT][4],
-                                          const GroupParams<T>& gp, bool scale_late, float (&sums)[MT][4][4]) {
+// The mma's of one 32-wide K tile, from its four code words and the x
+// fragments of its two 16-wide steps. kFresh: the sums start at this tile.
+template <typename T, int MT, bool kFresh>
+__device__ __forceinline__ void tile_math(const uint32_t (&q)[4], const uint32_t (&af)[2][MT][4],
+                                          const GroupParams<T>& gp, bool scale_b, float (&sums)[MT][4][4]) {
   using T2 = typename Half2Of<T>::type;
 #pragma unroll
-  for (int np = 0; np < 2; ++np) {
-    uint32_t b[4];
-    Dequant<T>::run(q[ks * 2 + np], gp.off[np * 2], gp.off[np * 2 + 1], b);
-    if (!scale_late) {
-      b[0] = as_u32(__hmul2(from_u32<T2>(b[0]), gp.scale_b[np * 2]));
-      b[1] = as_u32(__hmul2(from_u32<T2>(b[1]), gp.scale_b[np * 2]));
-      b[2] = as_u32(__hmul2(from_u32<T2>(b[2]), gp.scale_b[np * 2 + 1]));
-      b[3] = as_u32(__hmul2(from_u32<T2>(b[3]), gp.scale_b[np * 2 + 1]));
-    }
+  for (int ks = 0; ks < 2; ++ks)
 #pragma unroll
-    for (int m = 0; m < MT; ++m) {
-      mma_16816<T>(sums[m][np * 2], afrag[m], b[0], b[1]);
-      mma_16816<T>(sums[m][np * 2 + 1], afrag[m], b[2], b[3]);
-    }
-  }
-}
-
-template <typename ScaleT, int MT>
-__device__ __forceinline__ void load_x_frags(const Stage<ScaleT, MT>& st, int tile, int ks, uint32_t (&afrag)[MT][4]) {
-  const int lane = threadIdx.x % 32;
-#pragma unroll
-  for (int m = 0; m < MT; ++m) {
-    const int row = m * 16 + (lane % 16);
-    const int ch = tile * 4 + ks * 2 + lane / 16;
-    ldmatrix_x4(afrag[m], &st.x[row][ch ^ (row & 7)]);
-  }
-}
-
-// One chunk. Late scaling (MT <= 2): every fragment of the chunk is read from
-// shared memory first, then the group bookkeeping (a uniform branch where a
-// group starts), then the math. Early scaling (MT = 4): the group's
-// parameters are read for every tile, with no branch at all.
-template <typename T, typename ScaleT, int MT>
-__device__ __forceinline__ void compute_stage(const QGemmTcArgs& a, const Stage<ScaleT, MT>& st, bool first_chunk,
-                                              int tiles_per_group, int& gtile, bool scale_late, GroupParams<T>& gp,
-                                              float (&acc)[MT][4][4], float (&sums)[MT][4][4]) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  uint32_t q[kTilesPerChunk][4];
-#pragma unroll
-  for (int tile = 0; tile < kTilesPerChunk; ++tile) {
-    const uint4 q4 = st.codes[warp][tile][lane];
-    q[tile][0] = q4.x, q[tile][1] = q4.y, q[tile][2] = q4.z, q[tile][3] = q4.w;
-  }
-  if constexpr (kLate<MT>) {
-    uint32_t afrag[kTilesPerChunk][2][MT][4];
-#pragma unroll
-    for (int tile = 0; tile < kTilesPerChunk; ++tile)
-#pragma unroll
-      for (int ks = 0; ks < 2; ++ks) load_x_frags<ScaleT, MT>(st, tile, ks, afrag[tile][ks]);
-#pragma unroll
-    for (int tile = 0; tile < kTilesPerChunk; ++tile) {
-      const bool starts = gtile == 0 || (first_chunk && tile == 0);
-      if (++gtile == tiles_per_group) gtile = 0;
-      if (starts) {
-        if (!(first_chunk && tile == 0)) flush_group<MT>(acc, sums, gp.scale_c);
-        load_group<T, ScaleT, MT>(a, st, tile, true, gp);
+    for (int np = 0; np < 2; ++np) {
+      uint32_t b[4];
+      Dequant<T>::run(q[ks * 2 + np], gp.off[np * 2], gp.off[np * 2 + 1], b);
+      if (scale_b) {
+        b[0] = as_u32(__hmul2(from_u32<T2>(b[0]), gp.scale_b[np * 2]));
+        b[1] = as_u32(__hmul2(from_u32<T2>(b[1]), gp.scale_b[np * 2]));
+        b[2] = as_u32(__hmul2(from_u32<T2>(b[2]), gp.scale_b[np * 2 + 1]));
+        b[3] = as_u32(__hmul2(from_u32<T2>(b[3]), gp.scale_b[np * 2 + 1]));
       }
 #pragma unroll
-      for (int ks = 0; ks < 2; ++ks) tile_math<T, MT>(q[tile], ks, afrag[tile][ks], gp, true, sums);
-    }
-  } else {
-#pragma unroll
-    for (int tile = 0; tile < kTilesPerChunk; ++tile) {
-      load_group<T, ScaleT, MT>(a, st, tile, scale_late, gp);
-#pragma unroll
-      for (int ks = 0; ks < 2; ++ks) {
-        uint32_t afrag[MT][4];
-        load_x_frags<ScaleT, MT>(st, tile, ks, afrag);
-        tile_math<T, MT>(q[tile], ks, afrag, gp, scale_late, sums);
+      for (int m = 0; m < MT; ++m) {
+        if (kFresh && ks == 0) {
+          mma_16816_zero<T>(sums[m][np * 2], af[ks][m], b[0], b[1]);
+          mma_16816_zero<T>(sums[m][np * 2 + 1], af[ks][m], b[2], b[3]);
+        } else {
+          mma_16816<T>(sums[m][np * 2], af[ks][m], b[0], b[1]);
+          mma_16816<T>(sums[m][np * 2 + 1], af[ks][m], b[2], b[3]);
+        }
       }
     }
-  }
 }
 
-// Calls f(m, j, half, row, n) for each pair of accumulators acc[m][j][2 half],
-// acc[m][j][2 half + 1] this thread holds: output row `row`, columns n, n + 1
-// (columns past N skipped; rows past M are in the padded workspace).
-template <int MT, typename F>
-__device__ __forceinline__ void for_each_pair(const Ctx& cx, int64_t N, F&& f) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+// Calls f(m, j, half, r, c) for each pair of accumulators acc[m][j][2 half],
+// acc[m][j][2 half + 1] this thread holds: tile row r, tile columns c, c + 1
+// (columns past N skipped).
+template <class P, typename F>
+__device__ __forceinline__ void for_each_pair(int64_t n0, int64_t N, F&& f) {
+  const int tid = tid_here(), warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
 #pragma unroll
-  for (int m = 0; m < MT; ++m)
+  for (int m = 0; m < P::MT; ++m)
 #pragma unroll
     for (int j = 0; j < 4; ++j)
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
-        const int64_t row = cx.m0 + m * 16 + g + half * 8, n = cx.n0 + warp * kStripN + j * 8 + 2 * t;
-        if (n < N) f(m, j, half, row, n);
+        const int r = m * 16 + g + half * 8, c = warp * kStripN + j * 8 + 2 * t;
+        if (n0 + c < N) f(m, j, half, r, c);
       }
 }
 
-// Writes the CTA's tile plus bias; `acc` holds the full, scaled sums.
-template <typename T, int MT>
-__device__ __forceinline__ void store_tile(const QGemmTcArgs& a, const Ctx& cx, const float (&acc)[MT][4][4]) {
+// Writes a tile plus bias; `acc` holds the full, scaled sums.
+template <typename T, class P>
+__device__ __forceinline__ void store_tile(const QGemmTcArgs& a, int64_t m0, int64_t n0,
+                                           const float (&acc)[P::MT][4][4]) {
   T* y = reinterpret_cast<T*>(a.y);
   const T* bias = reinterpret_cast<const T*>(a.bias);
-  for_each_pair<MT>(cx, a.N, [&](int m, int j, int half, int64_t row, int64_t n) {
+  for_each_pair<P>(n0, a.N, [&](int m, int j, int half, int r, int c) {
+    const int64_t row = m0 + r, n = n0 + c;
     if (row >= a.M) return;
     const float b0 = bias ? to_float<T>(bias[n]) : 0.f, b1 = bias ? to_float<T>(bias[n + 1]) : 0.f;
     typename Half2Of<T>::type out;
@@ -438,24 +453,93 @@ __device__ __forceinline__ void store_tile(const QGemmTcArgs& a, const Ctx& cx, 
   });
 }
 
-template <typename T, typename ScaleT, int MT>
-__global__ void __launch_bounds__(kThreads<MT>) qgemm_w4_tc_kernel(QGemmTcArgs a) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  auto* stages = reinterpret_cast<Stage<ScaleT, MT>*>(smem_raw);
-  const int splits = a.splits;
-  const int64_t chunks = a.K / kChunkK;
-  const int split = blockIdx.z;
-  Ctx cx;
-  cx.m0 = int64_t(blockIdx.x) * MT * 16;
-  cx.n0 = int64_t(blockIdx.y) * kCtaN<MT>;
-  cx.chunk_begin = chunks * split / splits;
-  cx.chunk_end = chunks * (split + 1) / splits;
-  const bool per_channel = a.group_size == a.K;
-  const bool scale_late = kLate<MT> || per_channel;
-  const uint64_t policy = evict_first_policy();
-  CopyCursor<T, ScaleT, MT> cursor = make_cursor<T, ScaleT, MT>(a, cx);
+// The end of this CTA's part of `tile`: store it if the CTA did all of it;
+// otherwise publish the partial sums in the CTA's slot (0: its first tile,
+// 1: its last), and the last of the tile's CTAs to arrive adds all slots in
+// CTA order and stores the sum.
+template <typename T, class P>
+__device__ __forceinline__ void finish_tile(const QGemmTcArgs& a, const Work& w, int64_t p, int tile,
+                                            float (&acc)[P::MT][4][4]) {
+  const int64_t m0 = int64_t(tile % w.mblocks) * P::kRows, n0 = int64_t(tile / w.mblocks) * P::kCtaN;
+  const int64_t pa = w.owner(int64_t(tile) * w.chunks), pb = w.owner(int64_t(tile + 1) * w.chunks - 1);
+  if (pa == pb) {
+    store_tile<T, P>(a, m0, n0, acc);
+    return;
+  }
+  // CTA q's slot for this tile: every CTA after pa starts its units inside the
+  // tile, so the tile is its first (slot 0); pa's first only if it starts at
+  // the tile's start.
+  constexpr int64_t kTileFloats = int64_t(P::kRows) * P::kCtaN;
+  const int first_slot = w.begin(pa) == int64_t(tile) * w.chunks ? 0 : 1;
+  auto slot_of = [&](int64_t q) { return a.workspace + (q * 2 + (q == pa ? first_slot : 0)) * kTileFloats; };
+  float* mine = slot_of(p);
+  for_each_pair<P>(n0, a.N, [&](int m, int j, int half, int r, int c) {
+    __stcg(reinterpret_cast<float2*>(mine + r * P::kCtaN + c), make_float2(acc[m][j][half * 2], acc[m][j][half * 2 + 1]));
+  });
+  __threadfence();
+  __syncthreads();
+  __shared__ int arrived;
+  if (tid_here() == 0) arrived = atomicAdd(a.counters + tile, 1);
+  __syncthreads();
+  if (arrived != int(pb - pa)) return;
+  __threadfence();
+#pragma unroll
+  for (int m = 0; m < P::MT; ++m)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[m][j][e] = 0.f;
+  for (int64_t q = pa; q <= pb; ++q) {  // in CTA order: the sum does not depend on timing
+    const float* part = slot_of(q);
+    for_each_pair<P>(n0, a.N, [&](int m, int j, int half, int r, int c) {
+      const float2 v = __ldcg(reinterpret_cast<const float2*>(part + r * P::kCtaN + c));
+      acc[m][j][half * 2] += v.x;
+      acc[m][j][half * 2 + 1] += v.y;
+    });
+  }
+  store_tile<T, P>(a, m0, n0, acc);
+}
 
-  float acc[MT][4][4], part[kLate<MT> ? MT : 1][4][4];
+template <typename T, typename ScaleT, class P>
+__global__ void __launch_bounds__(P::kThreads, P::kMinCtas) qgemm_w4_tc_kernel(QGemmTcArgs a, Work w) {
+  using St = Stage<ScaleT, P>;
+  using H2 = typename Half2Of<T>::type;
+  constexpr int MT = P::MT, S = P::kStages, TPC = P::kTPC;
+  constexpr bool kLate = P::kLate;
+  static_assert(sizeof(St) % P::kRowBytes == 0 && offsetof(St, x) % P::kRowBytes == 0, "swizzle alignment");
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const uint32_t smem = smem_addr(smem_raw);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t p = blockIdx.x;
+  const int64_t u0 = w.begin(p);
+  const int n_units = int(w.begin(p + 1) - u0);
+  const int tpg = int(a.group_size / kTileK);
+  const bool per_channel = a.group_size == a.K;
+  const bool has_zeros = a.zeros != nullptr;
+  const uint64_t policy = evict_first_policy();
+  const H2 off_sym = splat<T>(Dequant<T>::kMagic + 8.f);
+
+  Loader<T, ScaleT, P> ld;
+  ld.setup();
+  ld.init(a, w, int(u0 / w.chunks), int(u0 % w.chunks));
+  int loaded = 0, load_slot = 0;
+#pragma unroll
+  for (int s = 0; s < S - 1; ++s) {
+    if (loaded < n_units) {
+      ld.load(smem + load_slot * int(sizeof(St)), policy, a.K);
+      ld.advance(a, w, tpg);
+      ++loaded;
+      ++load_slot;
+    }
+    cp_async_commit();
+  }
+
+  // Where the math is: tile, chunk in it, K tile in its group.
+  int tile = int(u0 / w.chunks);
+  int chunk = int(u0 % w.chunks);
+  int gtile = chunk * TPC % tpg;
+  bool fresh = true;  // no group of this tile seen yet
+  float acc[MT][4][4], part[kLate ? MT : 1][4][4];
 #pragma unroll
   for (int m = 0; m < MT; ++m)
 #pragma unroll
@@ -463,98 +547,112 @@ __global__ void __launch_bounds__(kThreads<MT>) qgemm_w4_tc_kernel(QGemmTcArgs a
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[m][j][e] = 0.f;
 #pragma unroll
-  for (int m = 0; m < (kLate<MT> ? MT : 1); ++m)
+  for (int m = 0; m < (kLate ? MT : 1); ++m)
 #pragma unroll
     for (int j = 0; j < 4; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) part[m][j][e] = 0.f;
   GroupParams<T> gp;
-  // Tiles per group, and the math's position inside the current group.
-  const int tiles_per_group = int(a.group_size / kTileK);
-  int math_gtile = int((cx.chunk_begin * kTilesPerChunk) % tiles_per_group);
-
-  const int64_t n_chunks = cx.chunk_end - cx.chunk_begin;
 #pragma unroll
-  for (int s = 0; s < kStages<MT> - 1; ++s) {
-    if (s < n_chunks)
-      load_stage<T, ScaleT, MT>(cursor, stages[s], policy);
-    cp_async_commit();
+  for (int j = 0; j < 4; ++j) {
+    gp.off[j] = off_sym;
+    gp.scale_b[j] = off_sym;
+    gp.scale_c[j] = make_float2(0.f, 0.f);
   }
-  for (int64_t it = 0; it < n_chunks; ++it) {
-    cp_async_wait<kStages<MT> - 2>();
-    __syncthreads();  // chunk `it` is visible to all; the slot of chunk it - 1 is free
-    const int64_t next = it + kStages<MT> - 1;
-    if (next < n_chunks)
-      load_stage<T, ScaleT, MT>(cursor, stages[next % kStages<MT>], policy);
+  // This thread's shared-memory offsets inside a stage: its code words, and its
+  // ldmatrix row of x with the swizzle's XOR term.
+  const int code_off = int(offsetof(St, codes)) + (warp * TPC * 32 + lane) * 16;
+  const int x_off = int(offsetof(St, x)) + (lane % 16) * P::kRowBytes;
+  const int xv = (lane / 16) ^ (lane & 7);
+
+  int slot = 0;
+  for (int i = 0; i < n_units; ++i) {
+    cp_async_wait<S - 2>();
+    __syncthreads();  // unit i is visible to all; the slot of unit i - 1 is free
+    if (loaded < n_units) {
+      ld.load(smem + load_slot * int(sizeof(St)), policy, a.K);
+      ld.advance(a, w, tpg);
+      ++loaded;
+      load_slot = load_slot + 1 == S ? 0 : load_slot + 1;
+    }
     cp_async_commit();
-    if constexpr (kLate<MT>)
-      compute_stage<T, ScaleT, MT>(a, stages[it % kStages<MT>], it == 0, tiles_per_group, math_gtile, scale_late,
-                                   gp, acc, part);
-    else
-      compute_stage<T, ScaleT, MT>(a, stages[it % kStages<MT>], it == 0, tiles_per_group, math_gtile, scale_late,
-                                   gp, acc, acc);
-  }
-  cp_async_wait<0>();
-  if (n_chunks > 0) {
-    if constexpr (kLate<MT>) {
-      flush_group<MT>(acc, part, gp.scale_c);
-    } else if (per_channel) {  // raw sums in acc: scale them now
+
+    const St& st = *reinterpret_cast<const St*>(smem_raw + slot * int(sizeof(St)));
+    const uint32_t st_addr = smem + slot * int(sizeof(St));
+    uint32_t q[TPC][4];
+#pragma unroll
+    for (int t = 0; t < TPC; ++t) {
+      const uint4 q4 = *reinterpret_cast<const uint4*>(reinterpret_cast<const unsigned char*>(&st) + code_off + t * 512);
+      q[t][0] = q4.x, q[t][1] = q4.y, q[t][2] = q4.z, q[t][3] = q4.w;
+    }
+#pragma unroll
+    for (int t = 0; t < TPC; ++t) {
+      uint32_t af[2][MT][4];
+#pragma unroll
+      for (int ks = 0; ks < 2; ++ks)
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+          ldmatrix_x4(af[ks][m], st_addr + x_off + m * 16 * P::kRowBytes + (((t * 4 + ks * 2) ^ xv) << 4));
+      const bool starts = fresh || gtile == 0;
+      if (++gtile == tpg) gtile = 0;
+      if constexpr (kLate) {
+        if (starts) {
+          if (!fresh) flush_group<MT>(acc, part, gp.scale_c);
+          fresh = false;
+          load_group<T, ScaleT, P>(st, t, has_zeros, true, off_sym, gp);
+          tile_math<T, MT, true>(q[t], af, gp, false, part);
+        } else {
+          tile_math<T, MT, false>(q[t], af, gp, false, part);
+        }
+      } else {
+        if (starts) {
+          fresh = false;
+          load_group<T, ScaleT, P>(st, t, has_zeros, false, off_sym, gp);
+        }
+        tile_math<T, MT, false>(q[t], af, gp, !per_channel, acc);
+      }
+    }
+    slot = slot + 1 == S ? 0 : slot + 1;
+
+    if (++chunk == w.chunks || i + 1 == n_units) {
+      if constexpr (kLate) {
+        flush_group<MT>(acc, part, gp.scale_c);
+      } else if (per_channel) {  // raw sums in acc: scale them now (the one group's scales)
+        const ScaleT* sc = reinterpret_cast<const ScaleT*>(a.scales);
+        const int64_t n0 = int64_t(tile / w.mblocks) * P::kCtaN;
+        for_each_pair<P>(n0, a.N, [&](int m, int j, int half, int r, int c) {
+          acc[m][j][half * 2] *= to_float<ScaleT>(sc[n0 + c]);
+          acc[m][j][half * 2 + 1] *= to_float<ScaleT>(sc[n0 + c + 1]);
+        });
+      }
+      finish_tile<T, P>(a, w, p, tile, acc);
 #pragma unroll
       for (int m = 0; m < MT; ++m)
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          acc[m][j][0] *= gp.scale_c[j].x;
-          acc[m][j][1] *= gp.scale_c[j].y;
-          acc[m][j][2] *= gp.scale_c[j].x;
-          acc[m][j][3] *= gp.scale_c[j].y;
-        }
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[m][j][e] = 0.f;
+      ++tile;
+      chunk = 0;
+      gtile = 0;
+      fresh = true;
     }
   }
-
-  if (splits == 1) {
-    store_tile<T, MT>(a, cx, acc);
-    return;
-  }
-  // Split-K: publish this slice's sums; the last CTA of the tile adds all
-  // slices in split order (deterministic) and writes the output.
-  const int64_t m_pad = int64_t(gridDim.x) * MT * 16;
-  auto ws_at = [&](int s, int64_t row, int64_t n) { return a.workspace + (int64_t(s) * m_pad + row) * a.N + n; };
-  for_each_pair<MT>(cx, a.N, [&](int m, int j, int half, int64_t row, int64_t n) {
-    __stcg(reinterpret_cast<float2*>(ws_at(split, row, n)), make_float2(acc[m][j][half * 2], acc[m][j][half * 2 + 1]));
-  });
-  __threadfence();
-  __syncthreads();
-  __shared__ int arrived;
-  if (threadIdx.x == 0) arrived = atomicAdd(a.counters + blockIdx.x * gridDim.y + blockIdx.y, 1);
-  __syncthreads();
-  if (arrived != splits - 1) return;
-  __threadfence();
-  for_each_pair<MT>(cx, a.N, [&](int m, int j, int half, int64_t row, int64_t n) {
-    float2 sum = make_float2(0.f, 0.f);
-    for (int s = 0; s < splits; ++s) {
-      const float2 v = __ldcg(reinterpret_cast<const float2*>(ws_at(s, row, n)));
-      sum.x += v.x;
-      sum.y += v.y;
-    }
-    acc[m][j][half * 2] = sum.x;
-    acc[m][j][half * 2 + 1] = sum.y;
-  });
-  store_tile<T, MT>(a, cx, acc);
+  cp_async_wait<0>();
 }
 
 // ------------------------------------------------------------------ launch
 
 int rows_per_cta(int64_t M) { return M <= 16 ? 16 : M <= 32 ? 32 : 64; }
-int cta_n(int64_t M) { return M <= 16 ? kCtaN<1> : kCtaN<2>; }
 
-template <typename T, typename ScaleT, int MT>
+template <typename T, typename ScaleT, class P>
 struct Config {
   using Act = T;
   using Scale = ScaleT;
-  static constexpr int kMT = MT;
-  static constexpr int kSmem = kStages<MT> * int(sizeof(Stage<ScaleT, MT>));
-  static constexpr int kThreadsPerCta = kThreads<MT>;
-  static constexpr auto kernel() { return qgemm_w4_tc_kernel<T, ScaleT, MT>; }
+  using Shp = P;
+  static constexpr int kSmem = P::kStages * int(sizeof(Stage<ScaleT, P>));
+  static constexpr int kThreadsPerCta = P::kThreads;
+  static constexpr auto kernel() { return qgemm_w4_tc_kernel<T, ScaleT, P>; }
 };
 
 // Calls f(Config<...>{}) for the instantiation that serves `a`.
@@ -564,9 +662,13 @@ cudaError_t visit(const QGemmTcArgs& a, F&& f) {
     using T = decltype(act);
     using S = decltype(scale);
     switch (rows_per_cta(a.M)) {
-      case 16: return f(Config<T, S, 1>{});
-      case 32: return f(Config<T, S, 2>{});
-      default: return f(Config<T, S, 4>{});
+      case 16:
+        if (a.K % Rows16::kChunkK == 0) return f(Config<T, S, Rows16>{});
+        return f(Config<T, S, Rows16K64>{});
+      case 32: return f(Config<T, S, Rows32>{});
+      default:
+        if (a.K % Rows64::kChunkK == 0) return f(Config<T, S, Rows64>{});
+        return f(Config<T, S, Rows64K64>{});
     }
   };
   auto scales = [&](auto act) {
@@ -610,71 +712,113 @@ int sm_count() {
   return count;
 }
 
+// CTAs in one wave for `w`'s units: as many as fit on the SMs, or one per SM
+// where that would leave under 16 chunks a CTA (short CTAs spend more on
+// filling the pipeline and on partial sums than a second CTA per SM gains).
+int64_t wave_of(const Work& w, int ctas_per_sm) {
+  const int64_t full = int64_t(ctas_per_sm) * sm_count();
+  return w.units < 16 * full ? sm_count() : full;
+}
+
+// The tiles and chunks of `a` for shape P, dealt to min(tiles * splits, one
+// wave) CTAs.
+template <class P>
+Work make_work(const QGemmTcArgs& a, int ctas_per_sm) {
+  Work w;
+  w.mblocks = int((a.M + P::kRows - 1) / P::kRows);
+  w.tiles = int(w.mblocks * ((a.N + P::kCtaN - 1) / P::kCtaN));
+  w.chunks = int(a.K / P::kChunkK);
+  w.units = int64_t(w.tiles) * w.chunks;
+  int64_t ctas = int64_t(w.tiles) * (a.splits > 0 ? a.splits : 1);
+  const int64_t wave = wave_of(w, ctas_per_sm);
+  if (ctas > wave) ctas = wave;
+  if (ctas > w.units) ctas = w.units;
+  w.ctas = ctas > 0 ? ctas : 1;
+  return w;
+}
+
+// The work of `a` (a.splits set) with the config that serves it.
+Work work_of(const QGemmTcArgs& a) {
+  Work w;
+  visit(a, [&](auto cfg) {
+    using C = decltype(cfg);
+    int occupancy = 1;
+    if (prepare<C>(&occupancy) != cudaSuccess) occupancy = 1;
+    w = make_work<typename C::Shp>(a, occupancy);
+    return cudaSuccess;
+  });
+  return w;
+}
+
+int64_t tile_floats(const QGemmTcArgs& a) {
+  int64_t n = 0;
+  visit(a, [&](auto cfg) {
+    using P = typename decltype(cfg)::Shp;
+    n = int64_t(P::kRows) * P::kCtaN;
+    return cudaSuccess;
+  });
+  return n;
+}
+
 }  // namespace
 
 bool qgemm_tc_supported(int64_t N, int64_t K, int64_t group_size) {
-  return N > 0 && K > 0 && N % kStripN == 0 && K % kChunkK == 0 && group_size > 0 && K % group_size == 0 &&
+  return N > 0 && K > 0 && N % kStripN == 0 && K % 64 == 0 && group_size > 0 && K % group_size == 0 &&
          group_size % kTileK == 0;
 }
 
 int qgemm_tc_plan(QGemmTcArgs& a) {
   if (a.splits > 0) return a.splits;
-  int occupancy = 1;
-  if (visit(a, [&](auto cfg) { return prepare<decltype(cfg)>(&occupancy); }) != cudaSuccess) occupancy = 1;
-  // Split K so the CTAs fill whole waves, without paying more for the partial
-  // sums than the split saves. In units of one CTA streaming all of K: a CTA
-  // of a split in s streams 1/s of it and writes its fp32 partial tile
-  // (8 Mpad / K of the codes' bytes); the last one of a tile reads all s
-  // (from L2, counted at half: the sweep below fits that best).
-  // (benchmarks/sweep_qgemm_tc_splits.py measures every factor.)
-  const int64_t rows = rows_per_cta(a.M);
-  const int64_t m_pad = (a.M + rows - 1) / rows * rows;
-  const int64_t tiles = m_pad / rows * ((a.N + cta_n(a.M) - 1) / cta_n(a.M));
-  const int64_t slots = int64_t(occupancy) * sm_count();
-  const double partial = 8.0 * double(rows) / double(a.K);
-  int64_t max_splits = a.K / kChunkK / 4;
-  if (max_splits > kMaxSplits) max_splits = kMaxSplits;
-  int best = 1;
-  double best_cost = 1e30;
-  for (int64_t s = 1; s <= (max_splits > 1 ? max_splits : 1); ++s) {
-    const double waves = double((tiles * s + slots - 1) / slots);
-    const double cost =
-        waves * (1.0 / double(s) + (s > 1 ? partial : 0.0)) + (s > 1 ? partial * double(s) / 2 : 0.0);
-    if (cost < best_cost - 1e-9) {
-      best_cost = cost;
-      best = int(s);
-    }
-  }
-  a.splits = best;
+  // One wave of CTAs (every SM gets the same share of the units), at least
+  // two chunks a CTA.
+  int splits = 1;
+  visit(a, [&](auto cfg) {
+    using C = decltype(cfg);
+    using P = typename C::Shp;
+    int occupancy = 1;
+    if (prepare<C>(&occupancy) != cudaSuccess) occupancy = 1;
+    QGemmTcArgs one = a;
+    one.splits = 1;
+    const Work w = make_work<P>(one, occupancy);
+    const int64_t wave = wave_of(w, occupancy);
+    // Whole pieces per tile when that keeps 90% of the wave busy (each CTA
+    // then works on one tile only), else enough to fill the wave.
+    int64_t s = wave / w.tiles;
+    if (s < 1 || 10 * s * w.tiles < 9 * wave) s = (wave + w.tiles - 1) / w.tiles;
+    int64_t max_s = w.chunks / 2;
+    if (max_s > kMaxSplits) max_s = kMaxSplits;
+    if (s > max_s) s = max_s;
+    splits = int(s > 1 ? s : 1);
+    return cudaSuccess;
+  });
+  a.splits = splits;
   return a.splits;
 }
 
 int64_t qgemm_tc_workspace(const QGemmTcArgs& a) {
-  if (a.splits <= 1) return 0;
-  const int64_t rows = rows_per_cta(a.M), m_pad = (a.M + rows - 1) / rows * rows;
-  return int64_t(a.splits) * m_pad * a.N;
+  const Work w = work_of(a);
+  if (w.ctas == w.tiles) return 0;  // one CTA per tile
+  return w.ctas * 2 * tile_floats(a);
 }
 
 int64_t qgemm_tc_counters(const QGemmTcArgs& a) {
-  if (a.splits <= 1) return 0;
-  const int64_t rows = rows_per_cta(a.M);
-  return (a.M + rows - 1) / rows * ((a.N + cta_n(a.M) - 1) / cta_n(a.M));
+  const Work w = work_of(a);
+  return w.ctas == w.tiles ? 0 : w.tiles;
 }
 
 int qgemm_tc_cuda(const QGemmTcArgs& a, void* stream) {
   if (!qgemm_tc_supported(a.N, a.K, a.group_size) || a.splits < 1 || a.splits > kMaxSplits ||
       (a.act != GpuFloat::kF16 && a.act != GpuFloat::kBF16))
     return int(cudaErrorInvalidValue);
-  if (a.splits > 1 && (a.workspace == nullptr || a.counters == nullptr)) return int(cudaErrorInvalidValue);
   if (a.M == 0) return 0;
   cudaStream_t stream_ = static_cast<cudaStream_t>(stream);
   return int(visit(a, [&](auto cfg) {
     using C = decltype(cfg);
-    if (cudaError_t e = prepare<C>(nullptr); e != cudaSuccess) return e;
-    const int rows = C::kMT * 16;
-    constexpr int n_per_cta = kCtaN<C::kMT>;
-    const dim3 grid(unsigned((a.M + rows - 1) / rows), unsigned((a.N + n_per_cta - 1) / n_per_cta), unsigned(a.splits));
-    C::kernel()<<<grid, C::kThreadsPerCta, C::kSmem, stream_>>>(a);
+    int occupancy = 1;
+    if (cudaError_t e = prepare<C>(&occupancy); e != cudaSuccess) return e;
+    const Work w = make_work<typename C::Shp>(a, occupancy);
+    if (w.ctas != w.tiles && (a.workspace == nullptr || a.counters == nullptr)) return cudaErrorInvalidValue;
+    C::kernel()<<<unsigned(w.ctas), C::kThreadsPerCta, C::kSmem, stream_>>>(a, w);
     return cudaGetLastError();
   }));
 }
