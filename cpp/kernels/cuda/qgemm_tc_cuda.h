@@ -35,13 +35,14 @@ struct QGemmTcArgs {
   int64_t group_size = 128;           // a multiple of 32 dividing K; K means per output channel
   GpuFloat act = GpuFloat::kF16;      // kF16 or kBF16
   GpuFloat scale = GpuFloat::kF16;    // kF16, kBF16 or kF32
-  int splits = 0;                     // split-K factor; 0 = choose (qgemm_tc_plan)
+  int splits = 0;                     // K chunks per output tile; the launcher deals tiles x splits
+                                      // units to min(tiles x splits, one wave) CTAs (stream-K); 0 = choose
 };
 
 // K % 64 == 0, N % 32 == 0, group as above.
 bool qgemm_tc_supported(int64_t N, int64_t K, int64_t group_size);
 
-// The split-K factor the launcher will use for these sizes on the current
+// The K-chunk count (stream-K units per tile) the launcher will use for these sizes on the current
 // device (fills args.splits when it is 0), and the scratch it needs.
 int qgemm_tc_plan(QGemmTcArgs& args);
 int64_t qgemm_tc_workspace(const QGemmTcArgs& args);  // floats; 0 without split-K
