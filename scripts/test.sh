@@ -26,7 +26,7 @@ else
 fi
 
 printf '\n== Python tests (pytest)\n'
-# Run from tests/ so `import quantcore` finds the installed package, not ./python.
+# `import quantcore` finds the installed package: the repo root has no quantcore/ (sources are in python/).
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 .venv/bin/python -m pytest -q -p no:cacheprovider tests/python \
   --doctest-modules "$(.venv/bin/python -c 'import quantcore, os; print(os.path.dirname(quantcore.__file__))')" \

@@ -142,3 +142,13 @@ def _qat_fake_quantize_backward_fake(grad, x, scale, zero, bits, group_size, gri
 def _fake_quantize_per_token_fake(x, bits, symmetric):
     _check(x.dim() >= 1 and x.shape[-1] > 0, "quantcore.fake_quantize_per_token: x must be [..., features]")
     return torch.empty_like(x)
+
+
+@torch.library.register_fake("quantcore::gptq_hessian_update")
+def _gptq_hessian_update_fake(hessian: torch.Tensor, x: torch.Tensor, samples_seen: int) -> int:
+    # H is updated in place; the result is the new sample count (rows of x, flattened).
+    _check(hessian.dim() == 2 and hessian.shape[0] == hessian.shape[1], "quantcore.gptq_hessian_update: "
+           "hessian must be square")
+    _check(x.shape[-1] == hessian.shape[0], "quantcore.gptq_hessian_update: inputs and H disagree on features")
+    rows = x.numel() // max(1, x.shape[-1])
+    return samples_seen + rows

@@ -216,3 +216,15 @@ def test_retries_and_fallbacks_give_the_hessian_back():
     before = skew.clone()
     solve(W, skew, 4, 100, True, act_order=True)
     assert torch.equal(skew, before)
+
+
+def test_hessian_update_opcheck_and_fake_count():
+    H = torch.zeros(32, 32)
+    x = torch.randn(3, 5, 32)
+    torch.library.opcheck(torch.ops.quantcore.gptq_hessian_update.default, (H.clone(), x, 7),
+                          test_utils=("test_schema", "test_faketensor"))
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode() as mode:
+        assert torch.ops.quantcore.gptq_hessian_update(mode.from_tensor(H), mode.from_tensor(x), 7) == 22
+    assert torch.ops.quantcore.gptq_hessian_update(H, x, 7) == 22

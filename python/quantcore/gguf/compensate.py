@@ -13,6 +13,8 @@ forbids reordering columns, so there is no act-order.
 
 from __future__ import annotations
 
+import warnings
+
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -52,6 +54,9 @@ def gptq_quantize_blocks(weight: torch.Tensor, hessian: torch.Tensor, ggml_type:
             break
         except ValueError:
             continue
+    if U is None:
+        warnings.warn(f"GGUF GPTQ compensation: the Hessian stayed singular after 11 damping steps; "
+                      f"this {rows}x{cols} tensor is quantized with its importance weights only", RuntimeWarning)
     out: List[torch.Tensor] = []
     for c0 in range(0, cols, block):
         c1 = c0 + block

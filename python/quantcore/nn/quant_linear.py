@@ -56,7 +56,8 @@ class QuantLinear(nn.Module):
 
     ``forward`` runs the fused CPU kernel for 4- and 8-bit weights; on CUDA (a
     build with ``QUANTCORE_ENABLE_CUDA=ON``, fp16/bf16 activations) the GEMV
-    kernel for 1-2 rows, the tensor-core GEMM for 3-128 rows (4-bit) and
+    kernel for 1-2 rows (up to 8 for 8-bit layers and 4-bit layers that have
+    no tensor-core layout), the tensor-core GEMM for 3-128 rows (4-bit) and
     dequantize + cuBLAS beyond; dequantize + ``F.linear`` otherwise. The layer
     keeps a float32 copy of the scales for the CPU kernel, rebuilt by
     :meth:`repack` after loading; ``.to(dtype)`` on the model converts the bias
