@@ -71,11 +71,13 @@ def main() -> None:
     print(f"imatrix: {args.samples} x {args.seq_len} calibration tokens, {imatrix_s:.1f} s", flush=True)
     rows, ours = [], []
 
+    def results() -> dict:
+        return dict(model=args.model, float=base, samples=args.samples, seq_len=args.seq_len, windows=windows,
+                    imatrix_seconds=imatrix_s, rows=rows, quantcore_gptq=ours)
+
     def save():  # after every row, so an interrupted run keeps what it measured
         if args.json:
-            out = dict(model=args.model, float=base, samples=args.samples, seq_len=args.seq_len, windows=windows,
-                       imatrix_seconds=imatrix_s, rows=rows, quantcore_gptq=ours)
-            args.json.write_text(json.dumps(out, indent=1) + "\n")
+            args.json.write_text(json.dumps(results(), indent=1) + "\n")
 
     print("| type | calibration | perplexity | file MiB | bits/weight (blocks) | export s |\n|---|---|---|---|---|---|")
     calib = dict(calib=[rm.calibration_text], tokenizer=rm.tokenizer, n_samples=args.samples, seq_len=args.seq_len)
@@ -110,8 +112,7 @@ def main() -> None:
         del m
         save()
     if args.plot:
-        plot(json.loads(args.json.read_text()) if args.json else dict(model=args.model, float=base, rows=rows,
-             quantcore_gptq=ours), args.plot)
+        plot(results(), args.plot)
 
 
 def plot(data: dict, path: Path) -> None:

@@ -56,6 +56,17 @@ def _return_freed_memory() -> None:
         pass
 
 
+def _skeleton(model_dir: Path):
+    """The model built from config.json without weights, its shard reader and its decoder layers."""
+    cfg = read_hf_config(model_dir)
+    _return_freed_memory()
+    source = TensorSource(model_dir)
+    model = _build_hf_model(model_dir, cfg, None)
+    model.config._name_or_path = str(model_dir)
+    layers_path, layers = find_decoder_layers(model)
+    return cfg, source, model, layers_path, layers
+
+
 def read_hf_config(model_dir: Path) -> Dict[str, Any]:
     """``config.json`` of a float Hugging Face checkpoint directory, with clear errors."""
     if not model_dir.is_dir():
@@ -171,12 +182,7 @@ def quantize_checkpoint(
                          "AWQConfig(unfolded='skip') (as AutoAWQ does) or format='quantcore'")
     if out.resolve() == model_dir.resolve():
         raise ValueError("the output directory must differ from the input")
-    cfg = read_hf_config(model_dir)
-    _return_freed_memory()
-    source = TensorSource(model_dir)
-    model = _build_hf_model(model_dir, cfg, None)
-    model.config._name_or_path = str(model_dir)
-    layers_path, layers = find_decoder_layers(model)
+    cfg, source, model, layers_path, layers = _skeleton(model_dir)
     targets, skipped = find_targets(model, include, exclude, skip_output_embeddings=True)
     outside = [n for n, _ in targets if not n.startswith(layers_path + ".")]
     if outside:
@@ -237,12 +243,7 @@ def streaming_model(model_dir: PathLike) -> nn.Module:
     when the walk reaches it and freed after. For statistics such as an imatrix;
     the caller removes ``model._quantcore_stream`` when done."""
     model_dir = Path(model_dir)
-    cfg = read_hf_config(model_dir)
-    _return_freed_memory()
-    source = TensorSource(model_dir)
-    model = _build_hf_model(model_dir, cfg, None)
-    model.config._name_or_path = str(model_dir)
-    layers_path, layers = find_decoder_layers(model)
+    _, source, model, layers_path, layers = _skeleton(model_dir)
     stream = _BlockStream(source, None, layers_path, layers, "", [])
     rest = [k for k in source.keys() if not k.startswith(layers_path + ".")]
     _prepare_calibration(model, model_dir, source, stream, rest)

@@ -114,10 +114,7 @@ class ArchSpec:
         if self.norm_plus_one and hf_name.endswith("norm.weight"):
             t = t + 1.0
         if self.permute_qk and re.search(r"self_attn\.(q|k)_proj\.(weight|bias)$", hf_name):
-            heads = cfg["num_attention_heads"]
-            if ".k_proj." in hf_name:
-                heads = cfg.get("num_key_value_heads") or heads
-            t = permute_rotary_rows(t, heads)
+            t = permute_rotary_rows(t, _rotary_heads(".k_proj." in hf_name, cfg))
         return t
 
     def untransform(self, gguf_name: str, t: torch.Tensor, cfg: Dict[str, Any]) -> torch.Tensor:
@@ -125,10 +122,7 @@ class ArchSpec:
         if self.norm_plus_one and gguf_name.endswith("norm.weight"):
             t = t - 1.0
         if self.permute_qk and re.search(r"\.attn_(q|k)\.(weight|bias)$", gguf_name):
-            heads = cfg["num_attention_heads"]
-            if ".attn_k." in gguf_name:
-                heads = cfg.get("num_key_value_heads") or heads
-            t = unpermute_rotary_rows(t, heads)
+            t = unpermute_rotary_rows(t, _rotary_heads(".attn_k." in gguf_name, cfg))
         return t
 
     def hf_name(self, gguf_name: str) -> Optional[str]:
@@ -143,6 +137,12 @@ class ArchSpec:
         layer, short, kind = m.groups()
         inverse = {v: k for k, v in self._layer_table().items()}
         return f"model.layers.{layer}.{inverse[short]}.{kind}" if short in inverse else None
+
+
+def _rotary_heads(is_key: bool, cfg: Dict[str, Any]) -> int:
+    """Heads whose rows a Q (all heads) or K (the key-value heads) projection holds."""
+    heads = cfg["num_attention_heads"]
+    return (cfg.get("num_key_value_heads") or heads) if is_key else heads
 
 
 def permute_rotary_rows(w: torch.Tensor, heads: int) -> torch.Tensor:

@@ -16,9 +16,8 @@ from tqdm.auto import tqdm
 
 from ..nn import QuantLinear
 from .arch import GGUF_TO_HF_CLASS, arch_by_gguf_name
-from .codes import ggml_codes
+from .codes import MAPPABLE_TYPES, ggml_codes
 from .container import GGUFReader
-from .types import QUANTIZED_TYPES
 
 __all__ = ["load_gguf", "hf_config_from_gguf"]
 
@@ -126,16 +125,14 @@ def load_gguf(path: Union[str, os.PathLike], *, dtype: torch.dtype = torch.float
                 raise ValueError(f"{reader.path}: tensor {t.name!r} is {tuple(t.torch_shape)}, the model expects "
                                  f"{tuple(expected[name].shape)}")
             module_name = name.rsplit(".", 1)[0]
-            if quantized and t.ggml_type in QUANTIZED_TYPES and name.endswith(".weight") and \
+            if quantized and t.ggml_type in MAPPABLE_TYPES and name.endswith(".weight") and \
                     isinstance(model.get_submodule(module_name), nn.Linear):
-                rows = t.n_elements // t.shape[0]
-                codes = ggml_codes(reader.raw(t.name), t.ggml_type, rows, t.shape[0])
-                if codes is not None:
-                    # Q/K row reordering moves whole rows, so codes and scales follow the weight.
-                    pending[module_name] = codes._replace(codes=spec.untransform(t.name, codes.codes, cfg),
-                                                          scales=spec.untransform(t.name, codes.scales, cfg))
-                    seen.add(name)
-                    continue
+                codes = ggml_codes(reader.raw(t.name), t.ggml_type, t.n_elements // t.shape[0], t.shape[0])
+                # Q/K row reordering moves whole rows, so codes and scales follow the weight.
+                pending[module_name] = codes._replace(codes=spec.untransform(t.name, codes.codes, cfg),
+                                                      scales=spec.untransform(t.name, codes.scales, cfg))
+                seen.add(name)
+                continue
             value = spec.untransform(t.name, reader.tensor(t.name), cfg)
             expected[name].copy_(value.to(dtype))
             seen.add(name)
