@@ -36,9 +36,14 @@ PYBIND11_MODULE(_C, m) {
     p.K = K;
     p.bits = bits;
     p.group_size = group_size;
+    if (x_dtype != "float32" && x_dtype != "float16" && x_dtype != "bfloat16")
+      throw py::value_error("x_dtype must be 'float32', 'float16' or 'bfloat16', got '" + x_dtype + "'");
+    if (quantcore::bindings::qlinear_uses_dequant_mm(x_dtype, M)) return std::string("dequant_mm");
     const k::DType t = x_dtype == "bfloat16" ? k::DType::kBF16 : x_dtype == "float16" ? k::DType::kF16 : k::DType::kF32;
     return std::string(k::qgemm_path_name(k::qgemm_choose_path(p, k::active_isa(), t)));
-  }, "Kernel path quantcore.qlinear takes for this problem on this CPU.");
+  }, py::arg("M"), py::arg("K"), py::arg("bits"), py::arg("group_size"), py::arg("x_dtype") = "float32",
+  "Path quantcore.qlinear takes for this problem on this CPU: 'dequant_mm' (dense GEMM on dequantized "
+  "panels) or a fused kernel path.");
 #ifdef QUANTCORE_WITH_CUDA
   m.attr("cuda_kernels") = true;
 #else

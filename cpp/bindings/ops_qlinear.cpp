@@ -26,8 +26,8 @@ constexpr int64_t kPanelBytes = 4 << 20;
 
 std::atomic<int> g_dequant_mm{-1};  // -1 auto, 0 never, 1 whenever allowed
 
-bool use_dequant_mm(const at::Tensor& x, int64_t M) {
-  if (x.scalar_type() == at::kBFloat16) return false;  // the bf16 kernels win there
+bool use_dequant_mm(bool bf16_activations, int64_t M) {
+  if (bf16_activations) return false;  // the bf16 kernels win there
   const int mode = g_dequant_mm.load();
   return mode == 1 || (mode == -1 && M >= kDequantMmMinM);
 }
@@ -116,7 +116,7 @@ at::Tensor qlinear_cpu(const at::Tensor& x, const at::Tensor& qweight, const at:
 
   run_kernel(op, [&] {
     kernels::qgemm_validate(p);
-    if (use_dequant_mm(x, M)) {
+    if (use_dequant_mm(x.scalar_type() == at::kBFloat16, M)) {
       qlinear_dequant_mm(x, p, bias_f32, y);
       return;
     }
@@ -145,6 +145,10 @@ void force_qlinear_path(const std::string& name) {
   }
   kernels::qgemm_force_path(name);  // validates the name
   g_dequant_mm.store(name.empty() || name == "auto" ? -1 : 0);
+}
+
+bool qlinear_uses_dequant_mm(const std::string& x_dtype, int64_t M) {
+  return use_dequant_mm(x_dtype == "bfloat16", M);
 }
 
 TORCH_LIBRARY_IMPL(quantcore, CPU, m) { m.impl("qlinear", &qlinear_cpu); }

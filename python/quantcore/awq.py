@@ -41,6 +41,7 @@ from .calibration import (
     compute_device,
     release_replaced,
     find_decoder_layers,
+    rtn_unreached,
     walk_layers,
 )
 from .config import QuantConfig
@@ -408,6 +409,9 @@ def _quantize_layers(model, config, targets, windows, layers_path, layers, compu
                 layer_results = _quantize_block(model, block, todo, prefix, run_block, n_windows, config,
                                                 compute, replaced, edits, notes, scaling)
                 results.extend(layer_results)
+                done = {r[0] for r in layer_results}
+                results.extend(rtn_unreached(model, block, [(n, m) for n, m in todo if prefix + n not in done],
+                                             prefix, config, replaced, notes))
                 if layer_results:
                     bar.set_postfix(rel_err=f"{max(r[2] for r in layer_results):.4f}")
     return results, notes, scaling
@@ -431,7 +435,7 @@ def _quantize_block(model, block, todo, prefix, run_block, n, config, compute, r
     by_id = {id(m): m for _, m in todo}
     inputs, reference = _collect_stats(block, run_block, n, todo, names, compute)
     if not inputs:
-        return []  # no linear of this block ran; quantize_ falls back to RTN for them
+        return []  # no linear of this block ran: the caller rounds them to nearest
     plans = _search_scales(model, block, inputs, by_id, rel_names, config, compute)
     err = _fold_and_check(plans, by_id, run_block, reference, edits)
     if err is not None:

@@ -239,6 +239,36 @@ def release_replaced(model: nn.Module, original: nn.Module) -> None:
         stream.release(original)
 
 
+UNREACHED_NOTE = "not reached by calibration (did not run on the calibration text): quantized with RTN"
+
+
+def rtn_unreached(model: nn.Module, block: nn.Module, modules: List[Tuple[str, nn.Module]], prefix: str,
+                  config: Any, replaced: List[Tuple[nn.Module, str, nn.Module]],
+                  notes: Dict[str, str]) -> List[Tuple[str, nn.Module, float, float]]:
+    """Round-to-nearest for the linears of ``block`` (named relative to it) that no
+    calibration input reached (an MoE expert no token was routed to, a branch the
+    text never took), done while the block's weights are loaded: a model streamed
+    from a checkpoint frees them when the block is finished. Returns results in the
+    drivers' ``(name, layer, rel_err, seconds)`` form (rel_err NaN: nothing to measure)."""
+    import time
+
+    from ._targets import replace_module
+    from .config import RTNConfig
+    from .nn.quant_linear import QuantLinear
+
+    out = []
+    for name, module in modules:
+        t0 = time.perf_counter()
+        qlayer = QuantLinear.from_linear(module, RTNConfig(bits=config.bits, group_size=config.group_size,
+                                                           sym=config.sym, scale_dtype=config.scale_dtype))
+        replace_module(block, name, qlayer)
+        replaced.append((block, name, module))
+        release_replaced(model, module)
+        notes[prefix + name] = UNREACHED_NOTE
+        out.append((prefix + name, qlayer, float("nan"), time.perf_counter() - t0))
+    return out
+
+
 def walk_layers(model: nn.Module, layers: nn.ModuleList, windows: torch.Tensor, compute: torch.device,
                 bar: Any) -> Iterator[Tuple[int, nn.Module, Callable[[int], Any], int]]:
     """Sequential calibration: yields ``(index, block, run_block, n_windows)`` for

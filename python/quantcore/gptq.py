@@ -30,6 +30,7 @@ from .calibration import (  # noqa: F401  (re-exported: GPTQ's public helpers)
     compute_device,
     release_replaced,
     find_decoder_layers,
+    rtn_unreached,
     walk_layers,
 )
 from .nn.quant_linear import QuantLinear, linear_weight
@@ -91,6 +92,8 @@ class GPTQConfig(QuantConfig):
             raise ValueError(f"skip_first_tokens must be in [0, seq_len - 1), got {self.skip_first_tokens}")
         if not 0 < self.holdout_fraction < 1:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+        if self.group_size == 0:  # one scale for a whole tensor defeats the column-by-column compensation
+            raise ValueError("GPTQ needs group_size > 0 or -1 (per channel), not 0 (per tensor)")
 
 
 # ----------------------------------------------------------------------- driver
@@ -201,8 +204,9 @@ def _quantize_layers(model, config, targets, windows, layers_path, layers, compu
                     for h in handles:
                         h.remove()
                 # true_sequential: acc holds the group fed first; later groups see its quantized output.
-                if not order:
-                    break  # the rest never ran on calibration data; quantize_ falls back to RTN
+                if not order:  # the rest never ran on calibration data
+                    results += rtn_unreached(model, block, todo, f"{layers_path}.{li}.", config, replaced, notes)
+                    break
                 if config.true_sequential:
                     first = acc[order[0]]
                     now = [(n, m) for n, m in todo if acc.get(id(m)) is first]
@@ -225,8 +229,11 @@ def _quantize_layers(model, config, targets, windows, layers_path, layers, compu
                 for entry in acc.values():
                     entry.clear()  # free the Hessians now (``first`` and the hooks' cells still name the lists)
                 del acc
-                todo = [(n, m) for n, m in todo if all(m is not mm for _, mm in now) and
-                        (config.true_sequential or id(m) in reached)]
+                todo = [(n, m) for n, m in todo if all(m is not mm for _, mm in now)]
+                if not config.true_sequential:  # one pass saw every input: the rest never ran
+                    results += rtn_unreached(model, block, [(n, m) for n, m in todo if id(m) not in reached],
+                                             f"{layers_path}.{li}.", config, replaced, notes)
+                    todo = []
             if layer_errs:
                 bar.set_postfix(rel_err=f"{max(layer_errs):.4f}")
     return results, notes, holdout
@@ -294,7 +301,7 @@ def _solve_one(module: nn.Module, hessian: torch.Tensor, config: GPTQConfig,
     Returns the layer, its relative output error on the calibration inputs, a
     note, and the relative output errors of GPTQ and RTN on the held-out inputs."""
     weight = linear_weight(module).detach()  # the solver makes its own float32 copy
-    gs = config.group_size if config.group_size > 0 else -1
+    gs = config.group_size
     codes, scales, zeros, g_idx, info = torch.ops.quantcore.gptq_quantize(
         weight, hessian, config.bits, gs, config.sym, config.act_order, config.static_groups,
         config.percdamp, config.block_size, config.mse_clip, config.scale_dtype)

@@ -180,6 +180,14 @@ def save_quantized(
     return out.resolve()
 
 
+def model_from_config(cls: Any, hf_config: Any, dtype: torch.dtype) -> nn.Module:
+    """``cls._from_config(hf_config)`` in ``dtype``, across transformers versions."""
+    try:
+        return cls._from_config(hf_config, dtype=dtype)
+    except TypeError:  # transformers < 4.56 names it torch_dtype
+        return cls._from_config(hf_config, torch_dtype=dtype)
+
+
 def format_config(model: nn.Module, fmt: str) -> Dict[str, Any]:
     """``config.json``'s ``quantization_config`` for the model's QuantLinear layers in ``fmt``."""
     if fmt == QUANT_METHOD:
@@ -190,6 +198,11 @@ def format_config(model: nn.Module, fmt: str) -> Dict[str, Any]:
     if fmt == "compressed-tensors":  # it lists the linears left in float
         ignore = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) or is_conv1d(m)]
         return formats.FORMATS[fmt].quantization_config(layers, fmt, ignore=ignore)
+    if fmt in ("gptq", "gptq_v2"):
+        methods = getattr(model, "_quantcore_configs", None) or {}
+        awq = methods.get("awq") or {}
+        solver = methods.get("gptq") or (awq if awq.get("then_gptq") else None)
+        return formats.FORMATS[fmt].quantization_config(layers, fmt, solver=solver)
     return formats.FORMATS[fmt].quantization_config(layers, fmt)
 
 
@@ -249,10 +262,7 @@ def _build_hf_model(path: Path, cfg: Dict[str, Any], dtype: Optional[torch.dtype
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)
     with no_init_weights():
-        try:
-            model = cls._from_config(hf_config, dtype=dtype)
-        except TypeError:  # transformers < 4.56 names it torch_dtype
-            model = cls._from_config(hf_config, torch_dtype=dtype)
+        model = model_from_config(cls, hf_config, dtype)
     model.eval()
     return model
 

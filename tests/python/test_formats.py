@@ -80,6 +80,17 @@ def test_act_order_round_trip(fmt, tmp_path):
     assert any(m.perm is not None for m in layers(loaded).values())
 
 
+def test_gptq_config_records_the_solver_settings(tmp_path):
+    cfg = GPTQConfig(bits=4, group_size=32, static_groups=True, true_sequential=False, percdamp=0.05,
+                     n_samples=8, seq_len=16)
+    out = quantcore.save_quantized(quantized(cfg=cfg, calib=True), tmp_path / "g", format="gptq_v2")
+    q = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert (q["static_groups"], q["true_sequential"], q["damp_percent"], q["desc_act"]) == (True, False, 0.05, False)
+    out = quantcore.save_quantized(quantized(cfg=RTNConfig(bits=4, group_size=32)), tmp_path / "r", format="gptq")
+    q = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert (q["static_groups"], q["true_sequential"], q["damp_percent"]) == (False, True, 0.01)  # GPTQ's defaults
+
+
 # ------------------------------------------------------------ reference layouts
 
 def reference_gptq(codes, zeros, bits, v1):
@@ -280,6 +291,18 @@ def test_bad_checkpoints_raise_clearly(tmp_path):
         quantcore.load_quantized(out)
     cfg_file.unlink()
     with pytest.raises(FileNotFoundError):
+        quantcore.load_quantized(out)
+
+
+def test_compressed_tensors_other_formats_refused_for_every_group(tmp_path):
+    out = quantcore.save_quantized(quantized(), tmp_path / "c", format="compressed-tensors")
+    cfg_file = out / "config.json"
+    cfg = json.loads(cfg_file.read_text())
+    groups = cfg["quantization_config"]["config_groups"]
+    # A by-name group (not the "Linear" fallback) in another compressed-tensors format.
+    groups["group_1"] = dict(groups["group_0"], targets=["re:.*mlp.up_proj$"], format="marlin-24")
+    cfg_file.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="up_proj: only the 'pack-quantized'.*marlin-24"):
         quantcore.load_quantized(out)
 
 

@@ -70,6 +70,8 @@ def test_gptq_bad_inputs():
         quantcore.quantize_(model, GPTQConfig(group_size=32), calib="some text", progress=False)
     with pytest.raises(TypeError, match="unexpected"):
         quantcore.quantize_(model, RTNConfig(group_size=32), calib=calib_ids(), progress=False)
+    with pytest.raises(ValueError, match="per tensor"):  # not silently per channel
+        GPTQConfig(group_size=0)
     assert not any(isinstance(m, QuantLinear) for m in model.modules())
     with pytest.raises(ValueError, match="decoder layers"):
         find_decoder_layers(torch.nn.Sequential(torch.nn.ReLU()))

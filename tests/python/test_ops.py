@@ -230,6 +230,20 @@ def test_every_forced_path_matches(path, dtype):
         quantcore._C.force_qgemm_path("fastest")
 
 
+def test_qgemm_path_reports_the_route_qlinear_takes():
+    path = quantcore._C.qgemm_path
+    assert path(64, 4096, 4, 128, "float32") == "dequant_mm"  # dense GEMM from 32 rows on, fp32/fp16
+    assert path(64, 4096, 4, 128, "bfloat16") != "dequant_mm"  # bf16 always stays on the fused kernels
+    assert path(1, 4096, 4, 128, "float32") != "dequant_mm"
+    quantcore._C.force_qgemm_path("rows_f32")
+    try:
+        assert path(64, 4096, 4, 128, "float32") == "rows_f32"
+    finally:
+        quantcore._C.force_qgemm_path("auto")
+    with pytest.raises(ValueError, match="x_dtype"):
+        path(1, 4096, 4, 128, "int8")
+
+
 def test_qlinear_batched_leading_dims_and_empty_batch():
     qw, s, z = make_qweight(32, 64, 4, 32, True)
     x = torch.randn(2, 3, 64)

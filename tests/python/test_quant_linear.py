@@ -23,6 +23,15 @@ def test_forward_matches_dequantized_linear(bits, group_size, sym):
     assert q.weight_bits_per_element() < bits + 1
 
 
+@pytest.mark.parametrize("bits", [3, 4, 8])
+def test_odd_group_sizes_run(bits):
+    # The CPU kernels take even 4-bit groups only; odd ones fall back to dequantize + linear.
+    lin = torch.nn.Linear(96, 8)
+    q = QuantLinear.from_linear(lin, RTNConfig(bits=bits, group_size=3))
+    x = torch.randn(4, 96)
+    assert torch.allclose(q(x), F.linear(x, q.dequantize(torch.float32), lin.bias), rtol=1e-5, atol=1e-5)
+
+
 def test_from_linear_does_not_touch_source_and_error_is_small():
     torch.manual_seed(0)
     lin = torch.nn.Linear(256, 64)

@@ -172,3 +172,33 @@ def test_quantize_on_a_checkpoint_directory_streams_it(src, tmp_path):
         assert torch.equal(loaded(IDS).logits, in_memory(model, RTNConfig(group_size=32))(IDS).logits)
     with pytest.raises(ValueError, match="out_dir"):
         quantcore.quantize_(str(path), RTNConfig(group_size=32))
+
+
+@pytest.mark.parametrize("cfg", [GPTQConfig(bits=4, group_size=32, n_samples=8, seq_len=16),
+                                 GPTQConfig(bits=4, group_size=32, n_samples=8, seq_len=16, true_sequential=False),
+                                 AWQConfig(bits=4, group_size=32, n_samples=8, seq_len=16, n_grid=4, clip_grid=4)],
+                         ids=["gptq", "gptq-not-sequential", "awq"])
+def test_linears_calibration_never_reaches_get_rtn(src, tmp_path, monkeypatch, cfg):
+    """A linear inside a decoder layer that never runs on the calibration text (an
+    unrouted expert, an unused branch) is rounded to nearest while its block is
+    loaded, in memory and when streaming (where its weights are freed after the block)."""
+    from transformers.models.llama import modeling_llama
+
+    def mlp_without_up(self, x):  # up_proj never runs
+        return self.down_proj(self.act_fn(self.gate_proj(x)))
+
+    model, path = src("llama")
+    monkeypatch.setattr(modeling_llama.LlamaMLP, "forward", mlp_without_up)
+    out, report = quantize_checkpoint(path, tmp_path / "out", cfg, format="quantcore", progress=False, calib=CALIB)
+    up = [r for r in report.layers if r.name.endswith("mlp.up_proj")]
+    assert len(up) == 2 and len(report.layers) == 14
+    assert all("not reached by calibration" in report.notes[r.name] for r in up)
+    loaded = quantcore.load_quantized(out)
+    ref = in_memory(model, cfg)
+    for name, _ in [(r.name, r) for r in up]:
+        a, b = loaded.get_submodule(name), ref.get_submodule(name)
+        assert isinstance(a, quantcore.QuantLinear) and isinstance(b, quantcore.QuantLinear)
+        rtn = quantcore.QuantLinear.from_linear(model.get_submodule(name), RTNConfig(bits=4, group_size=32))
+        assert torch.equal(a.qweight, rtn.qweight) and torch.equal(b.qweight, rtn.qweight)
+    with torch.no_grad():
+        assert torch.equal(loaded(IDS).logits, ref(IDS).logits)

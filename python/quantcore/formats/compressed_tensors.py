@@ -107,21 +107,25 @@ def _scheme_for(name: str, qcfg: dict) -> dict:
     fmt = qcfg.get("format", "pack-quantized")
     groups = qcfg.get("config_groups") or {}
     require(isinstance(groups, dict) and groups, "compressed-tensors config has no config_groups")
-    fallback = None
+    chosen = fallback = None
     for group in groups.values():
         require(isinstance(group, dict), "compressed-tensors config_groups entries must be objects")
         for target in group.get("targets", []):
-            if target.startswith("re:"):
-                if re.match(target[3:], name):
-                    return group
-            elif target == name or name.endswith("." + target):
-                return group
-            elif target == "Linear" and fallback is None:
+            if (target.startswith("re:") and re.match(target[3:], name)) or target == name or \
+                    name.endswith("." + target):
+                chosen = group
+                break
+            if target == "Linear" and fallback is None:
                 fallback = group
-    require(fallback is not None, f"{name}: no config_groups entry targets this layer")
-    require(fallback.get("format", fmt) == "pack-quantized",
-            f"{name}: only the 'pack-quantized' compressed-tensors format is supported")
-    return fallback
+        if chosen is not None:
+            break
+    chosen = chosen or fallback
+    require(chosen is not None, f"{name}: no config_groups entry targets this layer")
+    # Every layer's group is checked: a regex or by-name group may use another format.
+    require(chosen.get("format", fmt) == "pack-quantized",
+            f"{name}: only the 'pack-quantized' compressed-tensors format is supported, "
+            f"not {chosen.get('format', fmt)!r}")
+    return chosen
 
 
 def import_layer(name: str, get: Callable[[str], Optional[torch.Tensor]], qcfg: dict,

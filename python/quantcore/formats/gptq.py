@@ -64,10 +64,17 @@ def export_layer(name: str, layer: QuantLinear, fmt: str = "gptq") -> Dict[str, 
     return out
 
 
-def quantization_config(layers: List[Tuple[str, QuantLinear]], fmt: str = "gptq") -> dict:
-    """``config.json``'s ``quantization_config`` for these layers (one shared config)."""
+def quantization_config(layers: List[Tuple[str, QuantLinear]], fmt: str = "gptq",
+                        solver: Optional[dict] = None) -> dict:
+    """``config.json``'s ``quantization_config`` for these layers (one shared config).
+
+    ``solver``: the settings GPTQ ran with (``GPTQConfig.to_dict()``, or an
+    ``AWQConfig`` with ``then_gptq``), recorded as the format's ``static_groups`` /
+    ``true_sequential`` / ``damp_percent``; without one (RTN, QAT) those keys
+    hold GPTQ's defaults, which readers only show."""
     bits = uniform(layers, "bits", fmt)
     sym = uniform(layers, "sym", fmt)
+    solver = solver or {}
     return {
         "quant_method": "gptq",
         "checkpoint_format": fmt,
@@ -77,9 +84,9 @@ def quantization_config(layers: List[Tuple[str, QuantLinear]], fmt: str = "gptq"
         "group_size": uniform_group_size(layers, fmt),
         "desc_act": any(layer.perm is not None for _, layer in layers),
         "sym": bool(sym),
-        "static_groups": False,
-        "true_sequential": True,
-        "damp_percent": 0.01,
+        "static_groups": bool(solver.get("static_groups", False)),
+        "true_sequential": bool(solver.get("true_sequential", True)),
+        "damp_percent": float(solver.get("percdamp", 0.01)),
         "lm_head": any(name.endswith("lm_head") for name, _ in layers),
         "meta": {"quantizer": ["quantcore"]},
     }

@@ -15,6 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..nn import QuantLinear
+from ..serialization import model_from_config
 from .arch import GGUF_TO_HF_CLASS, arch_by_gguf_name
 from .codes import MAPPABLE_TYPES, ggml_codes
 from .container import GGUFReader
@@ -111,7 +112,7 @@ def load_gguf(path: Union[str, os.PathLike], *, dtype: torch.dtype = torch.float
     except ImportError:  # transformers < 5
         from transformers.modeling_utils import no_init_weights
     with no_init_weights():
-        model = model_cls._from_config(config, dtype=dtype)
+        model = model_from_config(model_cls, config, dtype)
     expected = dict(model.state_dict())
     seen = set()
     pending = {}  # module name -> GGMLCodes, built into QuantLinear once its bias is loaded

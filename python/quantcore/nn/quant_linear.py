@@ -281,7 +281,8 @@ class QuantLinear(nn.Module):
             x = (x / self.input_scale).to(x.dtype)
         if self.act_bits is not None:  # trained with per-token activation quantization
             x = torch.ops.quantcore.fake_quantize_per_token(x, self.act_bits, self.act_sym)
-        if self.bits in (4, 8) and x.device.type == "cpu":
+        # The CPU kernels read 4-bit codes in byte pairs: odd 4-bit groups take the fallback below.
+        if self.bits in (4, 8) and x.device.type == "cpu" and (self.bits == 8 or self.group_size % 2 == 0):
             x2 = x.reshape(-1, self.in_features)
             if self.perm is not None:  # act-order: bring the inputs into group order
                 x2 = x2.index_select(1, self.perm)
