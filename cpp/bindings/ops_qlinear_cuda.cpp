@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <optional>
+#include <vector>
 
 #include "cuda/dequant_cuda.h"
 #include "cuda/gptq_block_cuda.h"
@@ -46,8 +47,10 @@ Packed check_packed(const at::Tensor& qweight, const at::Tensor& scales, const s
   TORCH_CHECK_VALUE(qweight.dim() == 2 && scales.dim() == 2, op, ": qweight and scales must be 2-D");
   const int64_t N = qweight.size(0), K = qweight.size(1) * 32 / bits;
   TORCH_CHECK_VALUE(qweight.size(1) * 32 % bits == 0, op, ": qweight width does not hold whole codes");
-  TORCH_CHECK_VALUE(group_size > 0 && K % group_size == 0, op, ": group_size ", group_size, " must divide K=", K);
-  const int64_t groups = K / group_size;
+  // -1 is per channel, as on the CPU: one group of K.
+  TORCH_CHECK_VALUE((group_size > 0 && K % group_size == 0) || group_size == -1, op, ": group_size ", group_size,
+                    " must divide K=", K, " (or be -1 for per channel)");
+  const int64_t groups = group_size == -1 ? 1 : K / group_size;
   TORCH_CHECK_VALUE(scales.size(0) == N && scales.size(1) == groups, op, ": scales must be [", N, ", ", groups,
                     "], got ", scales.sizes());
   if (zeros) {
@@ -87,20 +90,31 @@ at::Tensor qlinear_cuda(const at::Tensor& x, const at::Tensor& qweight, const at
   check_contiguous(x, op, "x");
   TORCH_CHECK_VALUE(bits == 4 || bits == 8, op, ": bits must be 4 or 8, got ", bits);
   const Packed p = check_packed(qweight, scales, zeros, bits, group_size, op);
+  group_size = p.K / p.groups;
   TORCH_CHECK_VALUE(group_size % (32 / bits) == 0, op, ": group_size must be a multiple of ", 32 / bits);
-  TORCH_CHECK_VALUE(x.dim() == 2 && x.size(1) == p.K, op, ": x must be [M, ", p.K, "], got ", x.sizes());
+  TORCH_CHECK_VALUE(x.dim() >= 1 && x.size(-1) == p.K, op, ": x must be [..., ", p.K, "], got ", x.sizes());
+  // x [..., K] runs as [M, K]. 2-D x (QuantLinear's call) takes no extra tensor
+  // ops: at M = 1 the host's time per call is close to the GEMV's.
+  const bool flat = x.dim() == 2;
+  const at::Tensor x2 = flat ? x : x.reshape({-1, p.K});  // a view: x is contiguous
+  const auto shaped = [&](const at::Tensor& y) {
+    if (flat) return y;
+    std::vector<int64_t> sizes(x.sizes().begin(), x.sizes().end() - 1);  // x's leading dims, then N
+    sizes.push_back(p.N);
+    return y.view(sizes);
+  };
   if (bias) {
     check_float(*bias, op, "bias");
     TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == p.N && bias->device() == x.device(), op,
                       ": bias must be [", p.N, "] on x's device");
   }
-  const int64_t M = x.size(0);
+  const int64_t M = x2.size(0);
   const bool half_act = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
   if (half_act && M <= kGemvMaxM && kernels::qgemv_supported(int(bits), p.K, group_size)) {
     at::Tensor y = at::empty({M, p.N}, x.options());
     at::Tensor b = bias ? bias->to(x.scalar_type()).contiguous() : at::Tensor();
     kernels::QGemvArgs a;
-    a.x = x.data_ptr();
+    a.x = x2.data_ptr();
     a.qweight = qweight.data_ptr<int32_t>();
     a.scales = scales.data_ptr();
     a.zeros = zeros ? zeros->data_ptr<uint8_t>() : nullptr;
@@ -113,11 +127,11 @@ at::Tensor qlinear_cuda(const at::Tensor& x, const at::Tensor& qweight, const at
     a.group_size = group_size;
     a.act = gpu_float(x.scalar_type());
     a.scale = gpu_float(scales.scalar_type());
-    check_launch(kernels::qgemv_cuda(a, at::cuda::getCurrentCUDAStream().stream()), op);
-    return y;
+    if (M > 0) check_launch(kernels::qgemv_cuda(a, at::cuda::getCurrentCUDAStream().stream()), op);
+    return shaped(y);
   }
   at::Tensor w = dequantize(qweight, scales, zeros, bits, group_size, x.scalar_type(), p, op);
-  return bias ? at::linear(x, w, bias->to(x.scalar_type())) : at::linear(x, w);
+  return shaped(bias ? at::linear(x2, w, bias->to(x.scalar_type())) : at::linear(x2, w));
 }
 
 at::Tensor dequantize_packed_cuda(const at::Tensor& qweight, const at::Tensor& scales,
@@ -129,6 +143,7 @@ at::Tensor dequantize_packed_cuda(const at::Tensor& qweight, const at::Tensor& s
                    ": dtype must be float32, float16 or bfloat16");
   TORCH_CHECK_VALUE(bits == 2 || bits == 4 || bits == 8, op, ": bits must be 2, 4 or 8, got ", bits);
   const Packed p = check_packed(qweight, scales, zeros, bits, group_size, op);
+  group_size = p.K / p.groups;
   TORCH_CHECK_VALUE(group_size % (32 / bits) == 0, op, ": group_size must be a multiple of ", 32 / bits);
   return dequantize(qweight, scales, zeros, bits, group_size, dtype, p, op);
 }

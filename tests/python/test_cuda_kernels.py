@@ -85,6 +85,20 @@ def test_quant_linear_on_cuda_uses_the_kernels_with_act_order_and_input_scale(dt
     assert err < (4e-3 if dtype == torch.float16 else 1.5e-2)
 
 
+@pytest.mark.parametrize("shape", [(256,), (2, 1, 256), (2, 3, 256), (5, 8, 256)])
+def test_qlinear_cuda_takes_leading_dims_and_per_channel_as_minus_one(shape):
+    # The CPU op's conventions: x [..., K], group_size -1 for per channel.
+    qweight, scales, zeros = packed(96, 256, 4, 256, False, torch.float16)
+    x = torch.randn(*shape, dtype=torch.bfloat16, device="cuda")
+    y = torch.ops.quantcore.qlinear(x, qweight, scales, zeros, None, 4, -1)
+    assert y.shape == shape[:-1] + (96,) and y.dtype == torch.bfloat16
+    check(y.reshape(-1, 96), reference(x.reshape(-1, 256), qweight, scales, zeros, None, 4, 256), torch.bfloat16)
+    assert torch.ops.quantcore.qlinear(x.cpu().float(), qweight.cpu(), scales.cpu(), zeros.cpu(), None, 4,
+                                       -1).shape == y.shape
+    assert torch.equal(torch.ops.quantcore.dequantize_packed(qweight, scales, zeros, 4, -1, torch.float32),
+                       torch.ops.quantcore.dequantize_packed(qweight, scales, zeros, 4, 256, torch.float32))
+
+
 def test_qlinear_cuda_refuses_bad_inputs():
     qweight, scales, zeros = packed(64, 256, 4, 64, True, torch.float16)
     x = torch.randn(2, 256, dtype=torch.float16, device="cuda")

@@ -2,6 +2,8 @@
 // in steps (a step is 32 lanes x one 16-byte weight load per row), each lane
 // keeping its slice of x in registers and walking the CTA's rows, so weights
 // stream from HBM with kRows independent 16-byte loads in flight per lane.
+// 4-bit with one row of x (decode) has its own kernel: a persistent grid of
+// CTAs sweeping row tiles, with the next tile's loads in flight (below).
 //
 // 4-bit codes become fp16 pairs with the magic-number trick: OR-ing a nibble
 // into the mantissa of 1024 (fp16 0x6400) gives 1024 + q exactly, and
@@ -12,6 +14,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+
+#include <atomic>
 
 #include "float_types.cuh"
 #include "qgemv_cuda.h"
@@ -174,6 +178,182 @@ __global__ void __launch_bounds__(kWarp* WARPS) qgemv_w4_kernel(QGemvArgs a, int
   finish<T, MT, kRowsW4, WARPS>(acc, a, m0, row0);
 }
 
+// ---- 4-bit, M = 1 ----
+// On the smaller decode shapes the classic kernel above runs about two waves
+// of short CTAs (255 registers: 2 CTAs, 8 warps per SM; 8192 x 8192 is 512
+// CTAs), so much of its time is ramp-up, lock-step load bursts and tail. This
+// one keeps every SM streaming: a persistent grid (one wave) of CTAs walks
+// tiles of ROWS consecutive rows (each tile one contiguous block of codes).
+// The CTA's T = blockDim.x lanes split K, lane t taking lane-chunks t, t + T,
+// ... (J of them, T sized to K), so x is scaled into registers once per CTA
+// for all its tiles; the codes and scales of the CTA's next tile are
+// requested before the current tile's math and CTA-wide reduction. Per
+// lane-chunk the arithmetic is the classic kernel's (dot32_w4), so results
+// match it up to summation order.
+
+// Codes are read once: no L1 allocation, so x and the scales keep L1.
+__device__ __forceinline__ uint4 load_codes(const uint4* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
+// Programmatic dependent launch (Hopper on): the kernel is launched while the
+// previous one drains and waits here, before touching global memory, so the
+// launch latency overlaps the previous kernel's tail but no read or write
+// moves ahead of it. A no-op without the launch attribute.
+__device__ __forceinline__ void wait_for_previous_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void allow_next_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+// Group of a lane-chunk: a shift for power-of-two groups, else a division.
+struct GroupOf {
+  int div, shift;
+  __device__ __forceinline__ explicit GroupOf(int chunks_per_group) : div(chunks_per_group), shift(-1) {
+    if ((chunks_per_group & (chunks_per_group - 1)) == 0) shift = __ffs(chunks_per_group) - 1;
+  }
+  __device__ __forceinline__ int operator()(int chunk) const { return shift >= 0 ? chunk >> shift : chunk / div; }
+};
+
+// Sums R per-lane values over the warp with R - 1 + 5 - log2(R) shuffles
+// instead of 5 R: each step hands half of the values to the partner lane.
+// Lane l ends up with the total of value l / (32 / R).
+template <int R>
+__device__ __forceinline__ float warp_reduce_many(float (&v)[R], int lane) {
+  static_assert(R >= 1 && R <= 32 && (R & (R - 1)) == 0, "R: a power of two up to 32");
+  int n = R;
+#pragma unroll
+  for (int mask = kWarp / 2; mask >= 1; mask /= 2) {
+    if (n > 1) {
+      const bool upper = lane & mask;
+#pragma unroll
+      for (int i = 0; i < R / 2; ++i)
+        if (i < n / 2) {
+          const float send = upper ? v[i] : v[i + n / 2], keep = upper ? v[i + n / 2] : v[i];
+          v[i] = keep + __shfl_xor_sync(0xffffffffu, send, mask);
+        }
+      n /= 2;
+    } else {
+      v[0] += __shfl_xor_sync(0xffffffffu, v[0], mask);
+    }
+  }
+  return v[0];
+}
+
+// (q - z) . x over one lane-chunk (32 codes), as the classic kernel sums it:
+// two chains of 8 products per half keep fp16's rounding small.
+__device__ __forceinline__ float dot32_w4(const uint4& w, const __half2 (&xp)[4][4], __half2 lo_off, __half2 hi_off) {
+  __half2 even = __float2half2_rn(0.f), odd = even;
+  even = dot8_w4(w.x, xp[0], lo_off, hi_off, even);
+  odd = dot8_w4(w.y, xp[1], lo_off, hi_off, odd);
+  even = dot8_w4(w.z, xp[2], lo_off, hi_off, even);
+  odd = dot8_w4(w.w, xp[3], lo_off, hi_off, odd);
+  const float2 fe = __half22float2(even), fo = __half22float2(odd);
+  return (fe.x + fe.y) + (fo.x + fo.y);
+}
+
+constexpr int kM1MaxWarps = 16;  // T <= 512 lanes; with J = 2, K up to 32768
+
+// ROWS x J 16-byte loads per lane per tile: 4 measured best on the H100
+// (8: more registers, fewer CTAs per SM; likewise loading 2 tiles ahead).
+template <typename T, typename ScaleT, int ROWS, int J, bool ASYM>
+__global__ void __launch_bounds__(kWarp* kM1MaxWarps) qgemv_w4_m1_kernel(QGemvArgs a) {
+  const int tid = threadIdx.x, warp = tid / kWarp, lane = tid % kWarp, nthreads = blockDim.x;
+  const int chunks = int(a.K / 32);
+  const int64_t words4 = a.K / 32, groups = a.K / a.group_size;
+  const int64_t tiles = (a.N + ROWS - 1) / ROWS;
+  const GroupOf group_of(int(a.group_size / 32));
+  bool live[J];  // lane-chunk j exists (the last warp may have idle lanes)
+  int gj[J];
+#pragma unroll
+  for (int j = 0; j < J; ++j) {
+    live[j] = tid + j * nthreads < chunks;
+    gj[j] = group_of(live[j] ? tid + j * nthreads : 0);
+  }
+  wait_for_previous_grid();
+  // Codes, scales and zeros of tile lt, the CTA's next tile.
+  uint4 wq[ROWS][J];
+  ScaleT sq[ROWS][J];
+  uint8_t zq[ROWS][J];
+  int64_t lt = blockIdx.x;
+  auto load_next = [&]() {
+    const int64_t row0 = (lt < tiles ? lt : 0) * ROWS;  // past the last tile: nothing is loaded
+    const uint4* wp = reinterpret_cast<const uint4*>(a.qweight) + row0 * words4 + tid;
+    const ScaleT* sp = reinterpret_cast<const ScaleT*>(a.scales) + row0 * groups;
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+      const bool row_ok = lt < tiles && row0 + r < a.N;  // rows past N are summed as zeros, never written
+#pragma unroll
+      for (int j = 0; j < J; ++j) {
+        const bool ok = row_ok && live[j];
+        wq[r][j] = ok ? load_codes(wp + r * words4 + j * nthreads) : make_uint4(0, 0, 0, 0);
+        sq[r][j] = ok ? __ldg(sp + r * groups + gj[j]) : ScaleT(0.f);
+        if constexpr (ASYM) zq[r][j] = ok ? __ldg(a.zeros + (row0 + r) * groups + gj[j]) : uint8_t(0);
+      }
+    }
+    lt += gridDim.x;
+  };
+  int64_t tile = lt;
+  load_next();  // the first tile's codes go out before x is read
+  __half2 xp[J][4][4];
+  float unscale[J];
+#pragma unroll
+  for (int j = 0; j < J; ++j)
+    unscale[j] = live[j] ? load_x_chunk<T>(reinterpret_cast<const T*>(a.x) + int64_t(tid + j * nthreads) * 32, xp[j])
+                         : 0.f;
+  allow_next_grid();
+  // Per-warp partial sums, double-buffered so one barrier per tile suffices.
+  __shared__ float part[2][kM1MaxWarps][ROWS];
+  for (int parity = 0; tile < tiles; tile += gridDim.x, parity ^= 1) {
+    uint4 cw[ROWS][J];
+    ScaleT cs[ROWS][J];
+    uint8_t cz[ROWS][J];
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+      for (int j = 0; j < J; ++j) {
+        cw[r][j] = wq[r][j];
+        cs[r][j] = sq[r][j];
+        if constexpr (ASYM) cz[r][j] = zq[r][j];
+      }
+    load_next();
+    float acc[ROWS];
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+      acc[r] = 0.f;
+#pragma unroll
+      for (int j = 0; j < J; ++j)
+        if (live[j]) {
+          const float z = ASYM ? float(cz[r][j]) : 8.f;
+          const __half2 lo_off = __float2half2_rn(1024.f + z), hi_off = __float2half2_rn(-64.f - z);
+          acc[r] = fmaf(dot32_w4(cw[r][j], xp[j], lo_off, hi_off), to_float<ScaleT>(cs[r][j]) * unscale[j], acc[r]);
+        }
+    }
+    const float v = warp_reduce_many<ROWS>(acc, lane);
+    constexpr int kLanesPerRow = kWarp / ROWS;
+    if (lane % kLanesPerRow == 0) part[parity][warp][lane / kLanesPerRow] = v;
+    __syncthreads();
+    if (tid < ROWS) {
+      const int64_t row = tile * ROWS + tid;
+      if (row < a.N) {
+        float o = 0.f;
+        for (int w = 0; w < nthreads / kWarp; ++w) o += part[parity][w][tid];
+        if (a.bias) o += to_float<T>(reinterpret_cast<const T*>(a.bias)[row]);
+        reinterpret_cast<T*>(a.y)[row] = from_float<T>(o);
+      }
+    }
+  }
+}
+
 // 8-bit: a lane-chunk is 16 codes (one uint4) per row, in fp32 throughout.
 template <typename T, typename ScaleT, int MT>
 __global__ void __launch_bounds__(kWarp* kWarpsPerCta) qgemv_w8_kernel(QGemvArgs a, int64_t m0) {
@@ -240,13 +420,87 @@ cudaError_t launch(const QGemvArgs& a, int64_t m0, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+// Multiprocessor count and compute capability of the current device, cached.
+struct DeviceInfo {
+  int sms, major;
+};
+cudaError_t device_info(DeviceInfo& info) {
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> cache[kMaxDevices];  // sms << 8 | major; 0 = not yet read
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  int packed = dev < kMaxDevices ? cache[dev].load(std::memory_order_relaxed) : 0;
+  if (packed == 0) {
+    int sms = 0, major = 0;
+    if ((e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess) return e;
+    if ((e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev)) != cudaSuccess) return e;
+    packed = sms << 8 | major;
+    if (dev < kMaxDevices) cache[dev].store(packed, std::memory_order_relaxed);
+  }
+  info = {packed >> 8, packed & 0xff};
+  return cudaSuccess;
+}
+
+// One wave of the M = 1 kernel (CTAs resident at once, at most one per tile),
+// launched with programmatic stream serialization on Hopper and later.
+template <typename T, typename ScaleT, int ROWS, int J, bool ASYM>
+cudaError_t launch_w4_m1(const QGemvArgs& a, int warps, cudaStream_t stream) {
+  const auto kernel = qgemv_w4_m1_kernel<T, ScaleT, ROWS, J, ASYM>;
+  DeviceInfo dev;
+  cudaError_t e = device_info(dev);
+  if (e != cudaSuccess) return e;
+  static std::atomic<int> occupancy[kM1MaxWarps + 1];  // CTAs per SM by warps per CTA; 0 = not yet known
+  int per_sm = occupancy[warps].load(std::memory_order_relaxed);
+  if (per_sm == 0) {
+    if ((e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarp * warps, 0)) != cudaSuccess) return e;
+    per_sm = per_sm > 0 ? per_sm : 1;
+    occupancy[warps].store(per_sm, std::memory_order_relaxed);
+  }
+  const int64_t tiles = (a.N + ROWS - 1) / ROWS, wave = int64_t(dev.sms) * per_sm;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(unsigned(tiles < wave ? tiles : wave));
+  cfg.blockDim = dim3(unsigned(kWarp * warps));
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = dev.major >= 9 ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, kernel, a);
+}
+
+// Sizes the M = 1 kernel's CTA to K: one lane-chunk per lane (J = 1, tiles of
+// 4 rows) up to 8 warps (K <= 8192), else two (J = 2, tiles of 2 rows, so
+// still 4 loads per lane per tile) up to 16 warps (K <= 32768): on the H100
+// 7 warps of J = 2 beat 14 warps of J = 1 at K = 14336 (more CTAs fit per
+// SM), and J = 1 won at K = 4096 and 8192. Returns false for longer K.
+template <typename T, typename ScaleT>
+bool try_launch_w4_m1(const QGemvArgs& a, cudaStream_t stream, cudaError_t& e) {
+  const int64_t chunks = a.K / 32;
+  const bool asym = a.zeros != nullptr;
+  if (chunks <= kWarp * 8) {
+    const int warps = int((chunks + kWarp - 1) / kWarp);
+    e = asym ? launch_w4_m1<T, ScaleT, 4, 1, true>(a, warps, stream) : launch_w4_m1<T, ScaleT, 4, 1, false>(a, warps, stream);
+    return true;
+  }
+  if (chunks <= 2 * kWarp * kM1MaxWarps) {
+    const int warps = int((chunks + 2 * kWarp - 1) / (2 * kWarp));
+    e = asym ? launch_w4_m1<T, ScaleT, 2, 2, true>(a, warps, stream) : launch_w4_m1<T, ScaleT, 2, 2, false>(a, warps, stream);
+    return true;
+  }
+  return false;
+}
+
 template <typename T, typename ScaleT>
 cudaError_t launch_rows(const QGemvArgs& a, cudaStream_t stream) {
+  cudaError_t e = cudaSuccess;
+  if (a.bits == 4 && a.M == 1 && try_launch_w4_m1<T, ScaleT>(a, stream, e)) return e;
   for (int64_t m0 = 0; m0 < a.M; m0 += kQGemvMaxM) {
     const int64_t rows = a.M - m0 < kQGemvMaxM ? a.M - m0 : kQGemvMaxM;
-    cudaError_t e = rows == 1 ? launch<T, ScaleT, 1>(a, m0, stream)
-                  : rows == 2 ? launch<T, ScaleT, 2>(a, m0, stream)
-                              : launch<T, ScaleT, 4>(a, m0, stream);
+    e = rows == 1 ? launch<T, ScaleT, 1>(a, m0, stream)
+      : rows == 2 ? launch<T, ScaleT, 2>(a, m0, stream)
+                  : launch<T, ScaleT, 4>(a, m0, stream);
     if (e != cudaSuccess) return e;
   }
   return cudaSuccess;
