@@ -1,4 +1,4 @@
-"""Per-window paired comparison of RTN and GPTQ on Gemma-3-270M (is a small
+"""Per-window paired comparison of RTN and GPTQ on Gemma-3-270M (or SmolLM2-135M) (is a small
 perplexity difference real?).
 
 Run: python benchmarks/bench_gptq_paired.py [--bits 8 --group-size -1] [--no-guard] [--json FILE]
@@ -27,6 +27,9 @@ import quantcore  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=["gemma3", "smollm2"], default="gemma3")
+    ap.add_argument("--samples", type=int, default=64, help="calibration windows of 512 tokens")
+    ap.add_argument("--windows", type=int, default=0, help="evaluation windows to score (0: all)")
     ap.add_argument("--bits", type=int, default=8)
     ap.add_argument("--group-size", type=int, default=-1)
     ap.add_argument("--json", type=Path)
@@ -34,15 +37,17 @@ def main() -> None:
     ap.add_argument("--skip-first-tokens", type=int, default=0, help="GPTQConfig(skip_first_tokens=...)")
     ap.add_argument("--act-order-only", action="store_true", help="skip the GPTQ run without act-order")
     args = ap.parse_args()
-    rm = _real_model.load("gemma3")
+    rm = _real_model.load(args.model)
     base, evaluation, calibration_text, bos, tok = rm.model, rm.evaluation, rm.calibration_text, rm.bos, rm.tokenizer
-    windows = evaluation.numel() // 512
+    windows = args.windows or evaluation.numel() // 512
 
     def nlls(m):
         out = []
         with torch.no_grad():
             for w in range(windows):
-                x = torch.cat([torch.tensor([bos]), evaluation[w * 512: w * 512 + 511]]).unsqueeze(0)
+                # 511 scored tokens per window, after the BOS where the model expects one.
+                x = (evaluation[w * 512: w * 512 + 512] if bos is None else
+                     torch.cat([torch.tensor([bos]), evaluation[w * 512: w * 512 + 511]])).unsqueeze(0)
                 logits = m(x).logits[0, :-1].float()
                 out.append(float(torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="sum")))
         return torch.tensor(out, dtype=torch.float64)
@@ -54,7 +59,7 @@ def main() -> None:
     variants = [("gptq", True)] + ([] if args.act_order_only else [("gptq_noact", False)])
     for name, act_order in variants:
         m = copy.deepcopy(base)
-        cfg = quantcore.GPTQConfig(bits=args.bits, group_size=args.group_size, act_order=act_order, n_samples=64,
+        cfg = quantcore.GPTQConfig(bits=args.bits, group_size=args.group_size, act_order=act_order, n_samples=args.samples,
                                    seq_len=512, rtn_guard=not args.no_guard,
                                    skip_first_tokens=args.skip_first_tokens)
         report = quantcore.quantize_(m, cfg, calib=calibration_text, tokenizer=tok, progress=False)

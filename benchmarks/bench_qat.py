@@ -33,8 +33,9 @@ import quantcore  # noqa: E402
 from quantcore import eval as qe, qat  # noqa: E402
 
 
-def perplexity(model, rm, seq_len) -> float:
-    return qe.perplexity(model, rm.evaluation, seq_len=seq_len, bos_token_id=rm.bos, progress=False)
+def perplexity(model, rm, seq_len, windows=None) -> float:
+    return qe.perplexity(model, rm.evaluation, seq_len=seq_len, max_windows=windows or None, bos_token_id=rm.bos,
+                         progress=False)
 
 
 def train_windows(rm, seq_len: int, seed: int) -> torch.Tensor:
@@ -68,6 +69,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-5)
     ap.add_argument("--scale-lr", type=float, default=1e-3)
     ap.add_argument("--eval-seq-len", type=int, default=512)
+    ap.add_argument("--eval-windows", type=int, default=0, help="windows to score (0: the whole evaluation half)")
+    ap.add_argument("--gptq-samples", type=int, default=64, help="GPTQ baseline's calibration windows of 512")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -76,18 +79,18 @@ def main() -> None:
     out = {"model": args.model, "bits": args.bits, "group_size": gs, "steps": args.steps, "batch": args.batch,
            "seq_len": args.seq_len}
     base = rm.model
-    out["float_ppl"] = perplexity(base, rm, args.eval_seq_len)
+    out["float_ppl"] = perplexity(base, rm, args.eval_seq_len, args.eval_windows)
     print(f"float ppl {out['float_ppl']:.3f}", flush=True)
 
     m = copy.deepcopy(base)
     quantcore.quantize_(m, quantcore.RTNConfig(bits=args.bits, group_size=gs), progress=False)
-    out["rtn_ppl"] = perplexity(m, rm, args.eval_seq_len)
+    out["rtn_ppl"] = perplexity(m, rm, args.eval_seq_len, args.eval_windows)
     print(f"RTN ppl {out['rtn_ppl']:.3f}", flush=True)
     m = copy.deepcopy(base)
-    quantcore.quantize_(m, quantcore.GPTQConfig(bits=args.bits, group_size=gs, act_order=True, n_samples=64,
+    quantcore.quantize_(m, quantcore.GPTQConfig(bits=args.bits, group_size=gs, act_order=True, n_samples=args.gptq_samples,
                                                 seq_len=512), calib=rm.calibration_text, tokenizer=rm.tokenizer,
                         progress=False)
-    out["gptq_ppl"] = perplexity(m, rm, args.eval_seq_len)
+    out["gptq_ppl"] = perplexity(m, rm, args.eval_seq_len, args.eval_windows)
     print(f"GPTQ ppl {out['gptq_ppl']:.3f}", flush=True)
     del m
 
@@ -114,7 +117,7 @@ def main() -> None:
     out["losses"] = losses
     student.eval()
     qat.convert_(student)
-    out["qat_ppl"] = perplexity(student, rm, args.eval_seq_len)
+    out["qat_ppl"] = perplexity(student, rm, args.eval_seq_len, args.eval_windows)
     gap_rtn = out["rtn_ppl"] - out["float_ppl"]
     out["qat_recovered_of_rtn_gap"] = (out["rtn_ppl"] - out["qat_ppl"]) / gap_rtn if gap_rtn > 0 else float("nan")
     print(f"QAT ppl {out['qat_ppl']:.3f} (recovers {out['qat_recovered_of_rtn_gap']:.0%} of RTN's gap; "
