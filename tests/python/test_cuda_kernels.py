@@ -51,6 +51,21 @@ def test_qlinear_matches_the_reference(bits, dtype, group, sym, m):
     check(y, reference(x, qweight, scales, zeros, bias, bits, gs), dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("k,group,sym", [(14336, 128, True), (4096, 32, False), (16416, 96, False), (8192, -1, True)])
+@pytest.mark.parametrize("m", [2, 3, 4])
+def test_qlinear_w4_few_rows_and_long_k(dtype, k, group, sym, m):
+    # 2-4 rows in one pass over the weights (K up to 16384: 512 lane-chunks), else
+    # passes of 4 rows; N = 203 ends in a partial tile of rows.
+    n = 203
+    gs = k if group == -1 else group
+    qweight, scales, zeros = packed(n, k, 4, gs, sym, torch.float16, seed=k + m)
+    x = torch.randn(m, k, dtype=dtype, device="cuda")
+    bias = torch.randn(n, dtype=dtype, device="cuda")
+    y = torch.ops.quantcore.qlinear(x, qweight, scales, zeros, bias, 4, gs)
+    check(y, reference(x, qweight, scales, zeros, bias, 4, gs), dtype)
+
+
 @pytest.mark.parametrize("scale_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("bits", [4, 8])
 def test_qlinear_reads_every_scale_dtype(scale_dtype, bits):
@@ -147,6 +162,26 @@ def test_qgemm_tc_matches_the_reference(dtype, group, sym, m):
     y = torch.ops.quantcore.qgemm_tc(x, *tc, bias)
     assert y.dtype == dtype and y.shape == (m, n)
     check(y, reference(x, *canon, bias, 4, gs), dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("m,n,k,group,sym,scale_dtype", [
+    (2, 2080, 8192, 128, True, torch.float16),
+    (4, 2080, 4096, 32, False, torch.float32),
+    (5, 2080, 1088, -1, False, torch.bfloat16),  # 34 K tiles: the 8 warps' last ones partly idle
+    (8, 1056, 2048, 64, True, torch.float16),
+    (7, 40032, 64, 32, False, torch.float16),  # more strips than CTAs
+    (8, 1056, 14336, 128, False, torch.float16),  # x too large for shared memory: the m16 path
+])
+def test_qgemm_tc_few_rows(dtype, m, n, k, group, sym, scale_dtype):
+    # Up to 8 rows: weights as the mma's A operand, x in shared memory.
+    gs = k if group == -1 else group
+    canon, tc = tc_operands(n, k, gs, sym, scale_dtype, seed=m)
+    x = torch.randn(m, k, dtype=dtype, device="cuda")
+    bias = torch.randn(n, dtype=dtype, device="cuda")
+    y = torch.ops.quantcore.qgemm_tc(x, *tc, bias)
+    check(y, reference(x, *canon, bias, 4, gs), dtype)
+    assert torch.equal(y, torch.ops.quantcore.qgemm_tc(x, *tc, bias))
 
 
 @pytest.mark.parametrize("scale_dtype", [torch.float32, torch.bfloat16])

@@ -43,7 +43,8 @@ struct QGemmTcArgs {
 bool qgemm_tc_supported(int64_t N, int64_t K, int64_t group_size);
 
 // The K-chunk count (stream-K units per tile) the launcher will use for these sizes on the current
-// device (fills args.splits when it is 0), and the scratch it needs.
+// device (fills args.splits when it is 0), and the scratch it needs (none for up to 8 rows of x,
+// which a kernel without split-K serves where x fits in shared memory).
 int qgemm_tc_plan(QGemmTcArgs& args);
 int64_t qgemm_tc_workspace(const QGemmTcArgs& args);  // floats; 0 without split-K
 int64_t qgemm_tc_counters(const QGemmTcArgs& args);   // int32 counters; 0 without split-K

@@ -2,8 +2,8 @@
 // in steps (a step is 32 lanes x one 16-byte weight load per row), each lane
 // keeping its slice of x in registers and walking the CTA's rows, so weights
 // stream from HBM with kRows independent 16-byte loads in flight per lane.
-// 4-bit with one row of x (decode) has its own kernel: a persistent grid of
-// CTAs sweeping row tiles, with the next tile's loads in flight (below).
+// 4-bit with one to four rows of x (decode) has its own kernel: a persistent
+// grid of CTAs sweeping row tiles, with the next tile's loads in flight (below).
 //
 // 4-bit codes become fp16 pairs with the magic-number trick: OR-ing a nibble
 // into the mantissa of 1024 (fp16 0x6400) gives 1024 + q exactly, and
@@ -263,10 +263,41 @@ __device__ __forceinline__ float dot32_w4(const uint4& w, const __half2 (&xp)[4]
 
 constexpr int kM1MaxWarps = 16;  // T <= 512 lanes; with J = 2, K up to 32768
 
+// The 16 (q - z) fp16 pairs of one lane-chunk, for several rows of x (the
+// operands dot32_w4 forms, so sums match it exactly).
+__device__ __forceinline__ void dequant32_w4(const uint4& w, __half2 lo_off, __half2 hi_off, __half2 (&d)[4][4]) {
+  const __half2 sixteenth = __float2half2_rn(1.f / 16.f);
+  const uint32_t q[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t q8 = q[i] >> 8;
+    d[i][0] = __hsub2(as_half2(lop3_and_or(q[i], 0x000f000fu, 0x64006400u)), lo_off);
+    d[i][1] = __hfma2(as_half2(lop3_and_or(q[i], 0x00f000f0u, 0x64006400u)), sixteenth, hi_off);
+    d[i][2] = __hsub2(as_half2(lop3_and_or(q8, 0x000f000fu, 0x64006400u)), lo_off);
+    d[i][3] = __hfma2(as_half2(lop3_and_or(q8, 0x00f000f0u, 0x64006400u)), sixteenth, hi_off);
+  }
+}
+__device__ __forceinline__ float dot32_dequantized(const __half2 (&d)[4][4], const __half2 (&xp)[4][4]) {
+  __half2 even = __float2half2_rn(0.f), odd = even;
+#pragma unroll
+  for (int i = 0; i < 4; i += 2)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      even = __hfma2(d[i][e], xp[i][e], even);
+      odd = __hfma2(d[i + 1][e], xp[i + 1][e], odd);
+    }
+  const float2 fe = __half22float2(even), fo = __half22float2(odd);
+  return (fe.x + fe.y) + (fo.x + fo.y);
+}
+
 // ROWS x J 16-byte loads per lane per tile: 4 measured best on the H100
 // (8: more registers, fewer CTAs per SM; likewise loading 2 tiles ahead).
-template <typename T, typename ScaleT, int ROWS, int J, bool ASYM>
+// MT > 1 serves MT rows of x in one pass over the weights (J = 1): each
+// lane-chunk is dequantized once and multiplied by every row's x, which
+// stays in registers (16 per row per lane-chunk).
+template <typename T, typename ScaleT, int ROWS, int J, int MT, bool ASYM>
 __global__ void __launch_bounds__(kWarp* kM1MaxWarps) qgemv_w4_m1_kernel(QGemvArgs a) {
+  static_assert(MT == 1 || J == 1, "several rows of x: one lane-chunk per lane");
   const int tid = threadIdx.x, warp = tid / kWarp, lane = tid % kWarp, nthreads = blockDim.x;
   const int chunks = int(a.K / 32);
   const int64_t words4 = a.K / 32, groups = a.K / a.group_size;
@@ -285,70 +316,99 @@ __global__ void __launch_bounds__(kWarp* kM1MaxWarps) qgemv_w4_m1_kernel(QGemvAr
   ScaleT sq[ROWS][J];
   uint8_t zq[ROWS][J];
   int64_t lt = blockIdx.x;
-  auto load_next = [&]() {
+  // Row r of tile lt.
+  auto load_row = [&](int r) {
     const int64_t row0 = (lt < tiles ? lt : 0) * ROWS;  // past the last tile: nothing is loaded
     const uint4* wp = reinterpret_cast<const uint4*>(a.qweight) + row0 * words4 + tid;
     const ScaleT* sp = reinterpret_cast<const ScaleT*>(a.scales) + row0 * groups;
+    const bool row_ok = lt < tiles && row0 + r < a.N;  // rows past N are summed as zeros, never written
 #pragma unroll
-    for (int r = 0; r < ROWS; ++r) {
-      const bool row_ok = lt < tiles && row0 + r < a.N;  // rows past N are summed as zeros, never written
-#pragma unroll
-      for (int j = 0; j < J; ++j) {
-        const bool ok = row_ok && live[j];
-        wq[r][j] = ok ? load_codes(wp + r * words4 + j * nthreads) : make_uint4(0, 0, 0, 0);
-        sq[r][j] = ok ? __ldg(sp + r * groups + gj[j]) : ScaleT(0.f);
-        if constexpr (ASYM) zq[r][j] = ok ? __ldg(a.zeros + (row0 + r) * groups + gj[j]) : uint8_t(0);
-      }
+    for (int j = 0; j < J; ++j) {
+      const bool ok = row_ok && live[j];
+      wq[r][j] = ok ? load_codes(wp + r * words4 + j * nthreads) : make_uint4(0, 0, 0, 0);
+      sq[r][j] = ok ? __ldg(sp + r * groups + gj[j]) : ScaleT(0.f);
+      if constexpr (ASYM) zq[r][j] = ok ? __ldg(a.zeros + (row0 + r) * groups + gj[j]) : uint8_t(0);
     }
+  };
+  auto load_next = [&]() {
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) load_row(r);
     lt += gridDim.x;
   };
   int64_t tile = lt;
   load_next();  // the first tile's codes go out before x is read
-  __half2 xp[J][4][4];
-  float unscale[J];
+  __half2 xp[MT][J][4][4];
+  float unscale[MT][J];
 #pragma unroll
-  for (int j = 0; j < J; ++j)
-    unscale[j] = live[j] ? load_x_chunk<T>(reinterpret_cast<const T*>(a.x) + int64_t(tid + j * nthreads) * 32, xp[j])
-                         : 0.f;
+  for (int m = 0; m < MT; ++m) {
+    const int64_t mm = m < a.M ? m : a.M - 1;  // rows past M repeat the last one, never written
+#pragma unroll
+    for (int j = 0; j < J; ++j)
+      unscale[m][j] = live[j] ? load_x_chunk<T>(reinterpret_cast<const T*>(a.x) + mm * a.K +
+                                                    int64_t(tid + j * nthreads) * 32,
+                                                xp[m][j])
+                              : 0.f;
+  }
   allow_next_grid();
   // Per-warp partial sums, double-buffered so one barrier per tile suffices.
-  __shared__ float part[2][kM1MaxWarps][ROWS];
+  constexpr int R = ROWS * MT;  // sums per tile, row-major (row r, x row m at r * MT + m)
+  __shared__ float part[2][kM1MaxWarps][R];
   for (int parity = 0; tile < tiles; tile += gridDim.x, parity ^= 1) {
-    uint4 cw[ROWS][J];
-    ScaleT cs[ROWS][J];
-    uint8_t cz[ROWS][J];
+    float acc[R];
+    if constexpr (MT == 1) {
+      uint4 cw[ROWS][J];
+      ScaleT cs[ROWS][J];
+      uint8_t cz[ROWS][J];
 #pragma unroll
-    for (int r = 0; r < ROWS; ++r)
+      for (int r = 0; r < ROWS; ++r)
 #pragma unroll
-      for (int j = 0; j < J; ++j) {
-        cw[r][j] = wq[r][j];
-        cs[r][j] = sq[r][j];
-        if constexpr (ASYM) cz[r][j] = zq[r][j];
-      }
-    load_next();
-    float acc[ROWS];
-#pragma unroll
-    for (int r = 0; r < ROWS; ++r) {
-      acc[r] = 0.f;
-#pragma unroll
-      for (int j = 0; j < J; ++j)
-        if (live[j]) {
-          const float z = ASYM ? float(cz[r][j]) : 8.f;
-          const __half2 lo_off = __float2half2_rn(1024.f + z), hi_off = __float2half2_rn(-64.f - z);
-          acc[r] = fmaf(dot32_w4(cw[r][j], xp[j], lo_off, hi_off), to_float<ScaleT>(cs[r][j]) * unscale[j], acc[r]);
+        for (int j = 0; j < J; ++j) {
+          cw[r][j] = wq[r][j];
+          cs[r][j] = sq[r][j];
+          if constexpr (ASYM) cz[r][j] = zq[r][j];
         }
+      load_next();
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) {
+        acc[r] = 0.f;
+#pragma unroll
+        for (int j = 0; j < J; ++j)
+          if (live[j]) {
+            const float z = ASYM ? float(cz[r][j]) : 8.f;
+            const __half2 lo_off = __float2half2_rn(1024.f + z), hi_off = __float2half2_rn(-64.f - z);
+            acc[r] = fmaf(dot32_w4(cw[r][j], xp[0][j], lo_off, hi_off), to_float<ScaleT>(cs[r][j]) * unscale[0][j],
+                          acc[r]);
+          }
+      }
+    } else {
+      // Row by row: dequantize the row's lane-chunk, then ask for the same row
+      // of the next tile into the registers just freed (a tile of codes in
+      // registers instead of two).
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) {
+        const float z = ASYM ? float(zq[r][0]) : 8.f;
+        const __half2 lo_off = __float2half2_rn(1024.f + z), hi_off = __float2half2_rn(-64.f - z);
+        const float s = to_float<ScaleT>(sq[r][0]);
+        __half2 d[4][4];
+        dequant32_w4(wq[r][0], lo_off, hi_off, d);
+        load_row(r);
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+          acc[r * MT + m] = live[0] ? dot32_dequantized(d, xp[m][0]) * (s * unscale[m][0]) : 0.f;
+      }
+      lt += gridDim.x;
     }
-    const float v = warp_reduce_many<ROWS>(acc, lane);
-    constexpr int kLanesPerRow = kWarp / ROWS;
-    if (lane % kLanesPerRow == 0) part[parity][warp][lane / kLanesPerRow] = v;
+    const float v = warp_reduce_many<R>(acc, lane);
+    constexpr int kLanesPerSum = kWarp / R;
+    if (lane % kLanesPerSum == 0) part[parity][warp][lane / kLanesPerSum] = v;
     __syncthreads();
-    if (tid < ROWS) {
-      const int64_t row = tile * ROWS + tid;
-      if (row < a.N) {
+    if (tid < R) {
+      const int64_t row = tile * ROWS + tid / MT, m = tid % MT;
+      if (row < a.N && m < a.M) {
         float o = 0.f;
         for (int w = 0; w < nthreads / kWarp; ++w) o += part[parity][w][tid];
         if (a.bias) o += to_float<T>(reinterpret_cast<const T*>(a.bias)[row]);
-        reinterpret_cast<T*>(a.y)[row] = from_float<T>(o);
+        reinterpret_cast<T*>(a.y)[m * a.N + row] = from_float<T>(o);
       }
     }
   }
@@ -444,9 +504,9 @@ cudaError_t device_info(DeviceInfo& info) {
 
 // One wave of the M = 1 kernel (CTAs resident at once, at most one per tile),
 // launched with programmatic stream serialization on Hopper and later.
-template <typename T, typename ScaleT, int ROWS, int J, bool ASYM>
+template <typename T, typename ScaleT, int ROWS, int J, int MT, bool ASYM>
 cudaError_t launch_w4_m1(const QGemvArgs& a, int warps, cudaStream_t stream) {
-  const auto kernel = qgemv_w4_m1_kernel<T, ScaleT, ROWS, J, ASYM>;
+  const auto kernel = qgemv_w4_m1_kernel<T, ScaleT, ROWS, J, MT, ASYM>;
   DeviceInfo dev;
   cudaError_t e = device_info(dev);
   if (e != cudaSuccess) return e;
@@ -481,21 +541,43 @@ bool try_launch_w4_m1(const QGemvArgs& a, cudaStream_t stream, cudaError_t& e) {
   const bool asym = a.zeros != nullptr;
   if (chunks <= kWarp * 8) {
     const int warps = int((chunks + kWarp - 1) / kWarp);
-    e = asym ? launch_w4_m1<T, ScaleT, 4, 1, true>(a, warps, stream) : launch_w4_m1<T, ScaleT, 4, 1, false>(a, warps, stream);
+    e = asym ? launch_w4_m1<T, ScaleT, 4, 1, 1, true>(a, warps, stream)
+             : launch_w4_m1<T, ScaleT, 4, 1, 1, false>(a, warps, stream);
     return true;
   }
   if (chunks <= 2 * kWarp * kM1MaxWarps) {
     const int warps = int((chunks + 2 * kWarp - 1) / (2 * kWarp));
-    e = asym ? launch_w4_m1<T, ScaleT, 2, 2, true>(a, warps, stream) : launch_w4_m1<T, ScaleT, 2, 2, false>(a, warps, stream);
+    e = asym ? launch_w4_m1<T, ScaleT, 2, 2, 1, true>(a, warps, stream)
+             : launch_w4_m1<T, ScaleT, 2, 2, 1, false>(a, warps, stream);
     return true;
   }
   return false;
+}
+
+// 2 to 4 rows of x: the same kernel with one lane-chunk per lane (K <= 16384),
+// all rows in one pass over the weights; x takes 16 registers per row, so 4
+// rows go with tiles of 2 rows (tiles of 4 spill at 128 registers and measured
+// slower; tiles of 8 for 2 rows gained nothing).
+template <typename T, typename ScaleT>
+bool try_launch_w4_rows(const QGemvArgs& a, cudaStream_t stream, cudaError_t& e) {
+  const int64_t chunks = a.K / 32;
+  if (a.M < 2 || a.M > 4 || chunks > kWarp * kM1MaxWarps) return false;
+  const int warps = int((chunks + kWarp - 1) / kWarp);
+  const bool asym = a.zeros != nullptr;
+  if (a.M == 2)
+    e = asym ? launch_w4_m1<T, ScaleT, 4, 1, 2, true>(a, warps, stream)
+             : launch_w4_m1<T, ScaleT, 4, 1, 2, false>(a, warps, stream);
+  else
+    e = asym ? launch_w4_m1<T, ScaleT, 2, 1, 4, true>(a, warps, stream)
+             : launch_w4_m1<T, ScaleT, 2, 1, 4, false>(a, warps, stream);
+  return true;
 }
 
 template <typename T, typename ScaleT>
 cudaError_t launch_rows(const QGemvArgs& a, cudaStream_t stream) {
   cudaError_t e = cudaSuccess;
   if (a.bits == 4 && a.M == 1 && try_launch_w4_m1<T, ScaleT>(a, stream, e)) return e;
+  if (a.bits == 4 && try_launch_w4_rows<T, ScaleT>(a, stream, e)) return e;
   for (int64_t m0 = 0; m0 < a.M; m0 += kQGemvMaxM) {
     const int64_t rows = a.M - m0 < kQGemvMaxM ? a.M - m0 : kQGemvMaxM;
     e = rows == 1 ? launch<T, ScaleT, 1>(a, m0, stream)
