@@ -33,7 +33,9 @@ def test_ten_line_example_runs(tmp_path):
     code += ("\nassert isinstance(dict(model.named_modules())['model.layers.0.mlp.up_proj'], quantcore.QuantLinear)\n"
              "ppl = perplexity(model, tok, text.read_text()[:20000], seq_len=512, progress=False)\n"
              "assert 25 < ppl < 80, ppl\nprint('ppl', ppl)\n")
+    # The example runs in an empty folder; its assets are the checkout's (as from the checkout itself).
     env = dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
+    env.setdefault("QUANTCORE_ASSETS", str(quantcore.assets.demo_model_dir().parents[1]))
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=1200)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
