@@ -477,12 +477,10 @@ def cuda_section(d: Data, plots: Path) -> List[str]:
     if dec:
         lines += ["Decoding, batch 1, greedy, one step per CUDA-graph replay (random-weight Llama shapes):", "",
                   "| model | bf16 tokens/s | W4 g128 tokens/s | speed-up | source |", "|---|---|---|---|---|"]
-        seen = set()
+        latest = {}  # per model shape, the last file by name (later runs carry later suffixes)
         for k, r in dec:
-            key = (r["params_b"], r["bf16_cudagraph_tok_s"])
-            if key in seen:
-                continue
-            seen.add(key)
+            latest[tuple(sorted((a, b) for a, b in r["shape"].items() if a != "new"))] = (k, r)
+        for k, r in sorted(latest.values(), key=lambda kr: -kr[1]["params_b"]):
             s = r["shape"]
             lines.append(f"| {r['params_b']:.1f}B ({s['layers']} layers, hidden {s['hidden']}, MLP {s['mlp']}) | "
                          f"{r['bf16_cudagraph_tok_s']:.1f} | {r['w4_cudagraph_tok_s']:.1f} | "
