@@ -243,8 +243,8 @@ UNREACHED_NOTE = "not reached by calibration (did not run on the calibration tex
 
 
 def rtn_unreached(model: nn.Module, block: nn.Module, modules: List[Tuple[str, nn.Module]], prefix: str,
-                  config: Any, replaced: List[Tuple[nn.Module, str, nn.Module]],
-                  notes: Dict[str, str]) -> List[Tuple[str, nn.Module, float, float]]:
+                  config: Any, replaced: List[Tuple[nn.Module, str, nn.Module]], notes: Dict[str, str],
+                  note: str = UNREACHED_NOTE) -> List[Tuple[str, nn.Module, float, float]]:
     """Round-to-nearest for the linears of ``block`` (named relative to it) that no
     calibration input reached (an MoE expert no token was routed to, a branch the
     text never took), done while the block's weights are loaded: a model streamed
@@ -264,7 +264,7 @@ def rtn_unreached(model: nn.Module, block: nn.Module, modules: List[Tuple[str, n
         replace_module(block, name, qlayer)
         replaced.append((block, name, module))
         release_replaced(model, module)
-        notes[prefix + name] = UNREACHED_NOTE
+        notes[prefix + name] = note
         out.append((prefix + name, qlayer, float("nan"), time.perf_counter() - t0))
     return out
 

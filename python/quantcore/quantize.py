@@ -12,6 +12,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._targets import find_targets, replace_module
+from .calibration import rtn_unreached
 from .config import QuantConfig, RTNConfig
 from .nn.quant_linear import QuantLinear, linear_weight
 
@@ -229,26 +230,15 @@ def quantize_(
             results, notes, report.scaling = awq_quantize_model(*args, device=method_inputs.get("device"))
         else:
             results, notes, report.holdout_errors = gptq_quantize_model(*args, device=method_inputs.get("device"))
-        by_name = {}
+        done = {r[0] for r in results}
+        results += rtn_unreached(  # linears outside the decoder layers that calibration walks
+            model, model, [(n, m) for n, m in targets if n not in done], "", config, [], notes,
+            note="not reached by calibration (outside the decoder layers or unused): quantized with RTN")
         for full, qlayer, rel, secs in results:
-            by_name[full] = qlayer
             report.layers.append(LayerReport(
                 name=full, in_features=qlayer.in_features, out_features=qlayer.out_features, bits=qlayer.bits,
                 group_size=qlayer.group_size, bytes_before=sizes.get(full, 0), bytes_after=qlayer.storage_bytes(),
                 bits_per_weight=qlayer.weight_bits_per_element(), rel_error=rel, seconds=secs))
-        for name, module in targets:  # linears calibration never reached: plain RTN
-            if name in by_name:
-                continue
-            t0 = time.perf_counter()
-            qlayer = QuantLinear.from_linear(module, RTNConfig(
-                bits=config.bits, group_size=config.group_size, sym=config.sym, scale_dtype=config.scale_dtype))
-            replace_module(model, name, qlayer)
-            notes[name] = "not reached by calibration (outside the decoder layers or unused): quantized with RTN"
-            report.layers.append(LayerReport(
-                name=name, in_features=qlayer.in_features, out_features=qlayer.out_features, bits=qlayer.bits,
-                group_size=qlayer.group_size, bytes_before=sizes[name], bytes_after=qlayer.storage_bytes(),
-                bits_per_weight=qlayer.weight_bits_per_element(), rel_error=float("nan"),
-                seconds=time.perf_counter() - t0))
         report.notes = notes
         _untie_quantized_head(model)
         _record_quantization(model, config)

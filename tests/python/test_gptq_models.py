@@ -60,6 +60,18 @@ def test_gptq_options_and_text_calibration(char_tokenizer):
     assert w.shape == (4, 64) and torch.equal(w, calibration_windows([text], tok, 4, 64, seed=0))
 
 
+def test_linears_outside_the_decoder_layers_get_rtn():
+    model = make_tiny("llama")
+    head = copy.deepcopy(model.lm_head)
+    report = quantcore.quantize_(model, GPTQConfig(bits=4, group_size=32, n_samples=4, seq_len=16),
+                                 calib=calib_ids(), skip_output_embeddings=False, progress=False)
+    assert isinstance(model.lm_head, QuantLinear)
+    assert "outside the decoder layers" in report.notes["lm_head"]
+    rtn = QuantLinear.from_linear(head, RTNConfig(bits=4, group_size=32))
+    assert torch.equal(model.lm_head.qweight, rtn.qweight)
+    assert [r.name for r in report.layers].count("lm_head") == 1
+
+
 def test_gptq_bad_inputs():
     model = make_tiny("llama")
     with pytest.raises(ValueError, match="calibration data"):

@@ -28,6 +28,7 @@
 
 #include "float_types.cuh"
 #include "qgemm_tc_cuda.h"
+#include "weight_stream.cuh"
 
 namespace quantcore::kernels {
 
@@ -703,14 +704,8 @@ cudaError_t prepare(int* ctas_per_sm) {
 }
 
 int sm_count() {
-  static int count = 0;
-  if (count == 0) {
-    int dev = 0, c = 0;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, dev);
-    count = c > 0 ? c : 1;
-  }
-  return count;
+  DeviceInfo dev;
+  return current_device_info(dev) == cudaSuccess ? dev.sms : 1;
 }
 
 // CTAs in one wave for `w`'s units: as many as fit on the SMs, or one per SM
@@ -777,25 +772,6 @@ constexpr int kFewWarps = 8;
 constexpr int kFewMaxM = 8;
 constexpr int kFewPad = 8;  // elements after each row of x: rows start 4 banks apart
 
-__device__ __forceinline__ uint4 load_codes_nc(const int32_t* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
-__device__ __forceinline__ void grid_dependency_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void grid_dependents_launch() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
-}
-
 size_t few_smem(int64_t M, int64_t K) { return size_t(M) * size_t(K + kFewPad) * 2; }
 constexpr size_t kFewMaxSmem = 200 * 1024;  // plus 16 KiB static: under the H100's 227 KiB
 constexpr size_t kFewStaticSmem = sizeof(float) * 2 * kFewWarps * 8 * 32;  // the kernel's red[][][]
@@ -817,7 +793,7 @@ __global__ void __launch_bounds__(32 * kFewWarps, 2) qgemm_w4_few_kernel(QGemmTc
   const int64_t my_strips = strips > blockIdx.x ? (strips - 1 - blockIdx.x) / gridDim.x + 1 : 0;
   const int64_t n_chunks = my_strips * cps;
 
-  grid_dependency_wait();
+  wait_for_previous_grid();
   // Codes of chunk c: strip blockIdx.x + (c / cps) gridDim.x, K tiles warp + kFewWarps (D (c % cps) + i).
   uint4 nxt[D];
   auto load_chunk = [&](int64_t c) {
@@ -840,7 +816,7 @@ __global__ void __launch_bounds__(32 * kFewWarps, 2) qgemm_w4_few_kernel(QGemmTc
     }
   }
   __syncthreads();
-  grid_dependents_launch();
+  allow_next_grid();
   const H2 off_sym = splat<T>(Dequant<T>::kMagic + 8.f);
   const bool x_row = g < M;  // B column g is row g of x (zero past M)
   const T* xrow = xs + (x_row ? g : 0) * stride + 2 * t;
@@ -926,26 +902,17 @@ __global__ void __launch_bounds__(32 * kFewWarps, 2) qgemm_w4_few_kernel(QGemmTc
   }
 }
 
-// Rows of x that fit in shared memory (up to 8: one n8 block of B).
 // Dynamic shared memory the kernel may use on the current device: kFewMaxSmem
 // on Hopper, less where a block can opt in to less (A100 163 KiB, sm_86/89
 // 99 KiB), so those GPUs take the other path for long K instead of failing.
 size_t few_smem_limit() {
-  constexpr int kMaxDevices = 64;
-  static std::atomic<int64_t> cache[kMaxDevices];  // limit + 1; 0 = not read yet
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return 0;
-  int64_t v = dev < kMaxDevices ? cache[dev].load(std::memory_order_relaxed) : 0;
-  if (v == 0) {
-    int optin = 0;
-    if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) return 0;
-    const int64_t room = int64_t(optin) - int64_t(kFewStaticSmem);
-    v = 1 + (room < 0 ? 0 : room < int64_t(kFewMaxSmem) ? room : int64_t(kFewMaxSmem));
-    if (dev < kMaxDevices) cache[dev].store(v, std::memory_order_relaxed);
-  }
-  return size_t(v - 1);
+  DeviceInfo dev;
+  if (current_device_info(dev) != cudaSuccess) return 0;
+  const int64_t room = int64_t(dev.smem_optin) - int64_t(kFewStaticSmem);
+  return size_t(room < 0 ? 0 : room < int64_t(kFewMaxSmem) ? room : int64_t(kFewMaxSmem));
 }
 
+// Rows of x that fit in shared memory (up to 8: one n8 block of B).
 bool few_ok(const QGemmTcArgs& a) {
   return a.M >= 1 && a.M <= kFewMaxM && few_smem(a.M, a.K) <= few_smem_limit();
 }
@@ -954,38 +921,36 @@ template <typename T, typename ScaleT, int D, bool ASYM>
 cudaError_t launch_few_d(const QGemmTcArgs& a, cudaStream_t stream) {
   const auto kernel = qgemm_w4_few_kernel<T, ScaleT, D, ASYM>;
   const int smem = int(few_smem(a.M, a.K));
-  // CTAs per SM for the last shared-memory size asked (the opt-in covers every
-  // size few_ok accepts) and whether the device has programmatic launch:
-  // dev << 40 | smem << 8 | hopper << 7 | CTAs; 0 = none yet.
-  static std::atomic<int64_t> cached{0};
-  int dev = 0;
-  cudaError_t e = cudaGetDevice(&dev);
+  DeviceInfo dev;
+  cudaError_t e = current_device_info(dev);
   if (e != cudaSuccess) return e;
-  const int64_t key = int64_t(dev) << 40 | int64_t(smem) << 8;
+  // CTAs per SM for the last (device, shared-memory size) asked, packed as
+  // device << 40 | smem << 8 | CTAs; 0 = none yet. The opt-in covers every
+  // size few_ok accepts.
+  static std::atomic<int64_t> cached{0};
+  int device = 0;
+  if ((e = cudaGetDevice(&device)) != cudaSuccess) return e;
+  const int64_t key = int64_t(device) << 40 | int64_t(smem) << 8;
   int64_t c = cached.load(std::memory_order_relaxed);
   if (c == 0 || (c & ~int64_t(0xff)) != key) {
-    int per_sm = 0, major = 0;
+    int per_sm = 0;
     if ((e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(few_smem_limit()))) !=
         cudaSuccess)
       return e;
     if ((e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 32 * kFewWarps, smem)) != cudaSuccess)
       return e;
-    if ((e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev)) != cudaSuccess) return e;
-    c = key | (major >= 9 ? 0x80 : 0) | (per_sm > 0 ? (per_sm < 127 ? per_sm : 127) : 1);
+    c = key | (per_sm > 0 ? (per_sm < 255 ? per_sm : 255) : 1);
     cached.store(c, std::memory_order_relaxed);
   }
-  const int per_sm = int(c & 0x7f);
-  const int64_t strips = a.N / kStripN, wave = int64_t(sm_count()) * per_sm;
+  const int per_sm = int(c & 0xff);
+  const int64_t strips = a.N / kStripN, wave = int64_t(dev.sms) * per_sm;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(unsigned(strips < wave ? strips : wave));
   cfg.blockDim = dim3(32 * kFewWarps);
   cfg.dynamicSmemBytes = size_t(smem);
   cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = (c & 0x80) ? 1 : 0;
+  cudaLaunchAttribute attr;
+  launch_early(cfg, attr, dev);
   return cudaLaunchKernelEx(&cfg, kernel, a);
 }
 

@@ -19,6 +19,7 @@
 
 #include "float_types.cuh"
 #include "qgemv_cuda.h"
+#include "weight_stream.cuh"
 
 namespace quantcore::kernels {
 
@@ -191,30 +192,6 @@ __global__ void __launch_bounds__(kWarp* WARPS) qgemv_w4_kernel(QGemvArgs a, int
 // lane-chunk the arithmetic is the classic kernel's (dot32_w4), so results
 // match it up to summation order.
 
-// Codes are read once: no L1 allocation, so x and the scales keep L1.
-__device__ __forceinline__ uint4 load_codes(const uint4* p) {
-  uint4 v;
-  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p));
-  return v;
-}
-
-// Programmatic dependent launch (Hopper on): the kernel is launched while the
-// previous one drains and waits here, before touching global memory, so the
-// launch latency overlaps the previous kernel's tail but no read or write
-// moves ahead of it. A no-op without the launch attribute.
-__device__ __forceinline__ void wait_for_previous_grid() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void allow_next_grid() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
-}
-
 // Group of a lane-chunk: a shift for power-of-two groups, else a division.
 struct GroupOf {
   int div, shift;
@@ -325,7 +302,7 @@ __global__ void __launch_bounds__(kWarp* kM1MaxWarps) qgemv_w4_m1_kernel(QGemvAr
 #pragma unroll
     for (int j = 0; j < J; ++j) {
       const bool ok = row_ok && live[j];
-      wq[r][j] = ok ? load_codes(wp + r * words4 + j * nthreads) : make_uint4(0, 0, 0, 0);
+      wq[r][j] = ok ? load_codes_nc(wp + r * words4 + j * nthreads) : make_uint4(0, 0, 0, 0);
       sq[r][j] = ok ? __ldg(sp + r * groups + gj[j]) : ScaleT(0.f);
       if constexpr (ASYM) zq[r][j] = ok ? __ldg(a.zeros + (row0 + r) * groups + gj[j]) : uint8_t(0);
     }
@@ -480,35 +457,13 @@ cudaError_t launch(const QGemvArgs& a, int64_t m0, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-// Multiprocessor count and compute capability of the current device, cached.
-struct DeviceInfo {
-  int sms, major;
-};
-cudaError_t device_info(DeviceInfo& info) {
-  constexpr int kMaxDevices = 64;
-  static std::atomic<int> cache[kMaxDevices];  // sms << 8 | major; 0 = not yet read
-  int dev = 0;
-  cudaError_t e = cudaGetDevice(&dev);
-  if (e != cudaSuccess) return e;
-  int packed = dev < kMaxDevices ? cache[dev].load(std::memory_order_relaxed) : 0;
-  if (packed == 0) {
-    int sms = 0, major = 0;
-    if ((e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess) return e;
-    if ((e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev)) != cudaSuccess) return e;
-    packed = sms << 8 | major;
-    if (dev < kMaxDevices) cache[dev].store(packed, std::memory_order_relaxed);
-  }
-  info = {packed >> 8, packed & 0xff};
-  return cudaSuccess;
-}
-
 // One wave of the M = 1 kernel (CTAs resident at once, at most one per tile),
 // launched with programmatic stream serialization on Hopper and later.
 template <typename T, typename ScaleT, int ROWS, int J, int MT, bool ASYM>
 cudaError_t launch_w4_m1(const QGemvArgs& a, int warps, cudaStream_t stream) {
   const auto kernel = qgemv_w4_m1_kernel<T, ScaleT, ROWS, J, MT, ASYM>;
   DeviceInfo dev;
-  cudaError_t e = device_info(dev);
+  cudaError_t e = current_device_info(dev);
   if (e != cudaSuccess) return e;
   static std::atomic<int> occupancy[kM1MaxWarps + 1];  // CTAs per SM by warps per CTA; 0 = not yet known
   int per_sm = occupancy[warps].load(std::memory_order_relaxed);
@@ -522,11 +477,8 @@ cudaError_t launch_w4_m1(const QGemvArgs& a, int warps, cudaStream_t stream) {
   cfg.gridDim = dim3(unsigned(tiles < wave ? tiles : wave));
   cfg.blockDim = dim3(unsigned(kWarp * warps));
   cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = dev.major >= 9 ? 1 : 0;
+  cudaLaunchAttribute attr;
+  launch_early(cfg, attr, dev);
   return cudaLaunchKernelEx(&cfg, kernel, a);
 }
 
