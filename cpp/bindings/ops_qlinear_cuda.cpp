@@ -7,7 +7,10 @@
 #include <torch/library.h>
 
 #include <cstdlib>
+#include <map>
+#include <mutex>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "cuda/dequant_cuda.h"
@@ -148,6 +151,27 @@ at::Tensor dequantize_packed_cuda(const at::Tensor& qweight, const at::Tensor& s
   return dequantize(qweight, scales, zeros, bits, group_size, dtype, p, op);
 }
 
+// Split-K arrival counters. The kernels leave them zero after every launch,
+// so one zeroed buffer per (device, stream) serves every call without a
+// memset kernel each time; launches on one stream never overlap. While the
+// stream is being captured into a CUDA graph, a buffer made now would only be
+// zeroed when the graph replays, so a capture without one gets its own
+// zeroed counters (a memset node in the graph).
+at::Tensor split_k_counters(const at::Tensor& like, int64_t n) {
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  TORCH_CHECK(cudaStreamIsCapturing(stream, &capture) == cudaSuccess, "cudaStreamIsCapturing failed");
+  static std::mutex mutex;
+  // Never destroyed: no tensor outlives torch's allocator at exit.
+  static auto* buffers = new std::map<std::pair<int, cudaStream_t>, at::Tensor>();
+  const std::lock_guard<std::mutex> lock(mutex);
+  at::Tensor& buf = (*buffers)[{int(like.get_device()), stream}];
+  if (buf.defined() && buf.numel() >= n) return buf;
+  at::Tensor fresh = at::zeros({n < 4096 ? 4096 : n}, like.options().dtype(at::kInt));
+  if (capture == cudaStreamCaptureStatusNone) buf = fresh;
+  return fresh;
+}
+
 at::Tensor qgemm_tc_cuda(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scales,
                          const std::optional<at::Tensor>& zeros, const std::optional<at::Tensor>& bias) {
   constexpr const char* op = "quantcore.qgemm_tc";
@@ -212,7 +236,7 @@ at::Tensor qgemm_tc_cuda(const at::Tensor& x, const at::Tensor& codes, const at:
   at::Tensor workspace, counters;
   if (const int64_t w = kernels::qgemm_tc_workspace(a); w > 0) {
     workspace = at::empty({w}, x.options().dtype(at::kFloat));
-    counters = at::zeros({kernels::qgemm_tc_counters(a)}, x.options().dtype(at::kInt));
+    counters = split_k_counters(x, kernels::qgemm_tc_counters(a));
     a.workspace = workspace.data_ptr<float>();
     a.counters = counters.data_ptr<int32_t>();
   }

@@ -168,10 +168,12 @@ def test_qgemm_tc_matches_the_reference(dtype, group, sym, m):
 @pytest.mark.parametrize("m,n,k,group,sym,scale_dtype", [
     (2, 2080, 8192, 128, True, torch.float16),
     (4, 2080, 4096, 32, False, torch.float32),
-    (5, 2080, 1088, -1, False, torch.bfloat16),  # 34 K tiles: the 8 warps' last ones partly idle
+    (5, 2080, 1088, -1, False, torch.bfloat16),  # 34 K tiles: the warps' last ones partly idle
     (8, 1056, 2048, 64, True, torch.float16),
     (7, 40032, 64, 32, False, torch.float16),  # more strips than CTAs
-    (8, 1056, 14336, 128, False, torch.float16),  # x too large for shared memory: the m16 path
+    (8, 1056, 14336, 128, False, torch.float16),
+    (13, 544, 16320, 96, False, torch.float16),  # 9-16 rows: the m16 GEMM; group of 3 K tiles
+    (16, 96, 8192, -1, True, torch.float16),
 ])
 def test_qgemm_tc_few_rows(dtype, m, n, k, group, sym, scale_dtype):
     # Up to 8 rows: weights as the mma's A operand, x in shared memory.
@@ -182,6 +184,48 @@ def test_qgemm_tc_few_rows(dtype, m, n, k, group, sym, scale_dtype):
     y = torch.ops.quantcore.qgemm_tc(x, *tc, bias)
     check(y, reference(x, *canon, bias, 4, gs), dtype)
     assert torch.equal(y, torch.ops.quantcore.qgemm_tc(x, *tc, bias))
+
+
+def test_qgemm_tc_split_k_counters_serve_the_next_call():
+    # The stream-K GEMM's arrival counters live on between calls (one zeroed
+    # buffer per stream; every launch leaves them zero): alternating shapes
+    # and split counts, each call repeats its first result exactly.
+    cases = []
+    for m, n, k, splits in [(16, 2080, 8192, 0), (40, 1056, 4096, 3), (100, 4128, 2048, 0), (16, 2080, 8192, 5)]:
+        canon, tc = tc_operands(n, k, 128, False, torch.float16, seed=m + splits)
+        x = torch.randn(m, k, dtype=torch.float16, device="cuda")
+        cases.append((x, tc, canon, splits))
+    first = []
+    for x, tc, canon, splits in cases:
+        with pytest.MonkeyPatch.context() as mp:
+            if splits:
+                mp.setenv("QUANTCORE_TC_SPLITS", str(splits))
+            y = torch.ops.quantcore.qgemm_tc(x, *tc, None)
+        check(y, reference(x, *canon, None, 4, 128), torch.float16)
+        first.append(y)
+    for _ in range(3):
+        for (x, tc, _, splits), y in zip(cases, first):
+            with pytest.MonkeyPatch.context() as mp:
+                if splits:
+                    mp.setenv("QUANTCORE_TC_SPLITS", str(splits))
+                assert torch.equal(torch.ops.quantcore.qgemm_tc(x, *tc, None), y)
+
+
+def test_qgemm_tc_split_k_inside_a_cuda_graph():
+    # Counters made during a capture are zeroed by the graph itself (16 and
+    # 40 rows: the stream-K GEMM with split K).
+    canon, tc = tc_operands(2080, 8192, 128, True, torch.float16)
+    xs = [torch.randn(m, 8192, dtype=torch.float16, device="cuda") for m in (16, 40)]
+    expected = [torch.ops.quantcore.qgemm_tc(x, *tc, None) for x in xs]
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        ys = [torch.ops.quantcore.qgemm_tc(x, *tc, None) for x in xs]
+    for _ in range(3):
+        graph.replay()
+        torch.cuda.synchronize()
+        for y, e in zip(ys, expected):
+            assert torch.equal(y, e)
+    check(ys[0], reference(xs[0], *canon, None, 4, 128), torch.float16)
 
 
 @pytest.mark.parametrize("scale_dtype", [torch.float32, torch.bfloat16])

@@ -27,6 +27,8 @@
 #include <cstddef>
 
 #include "float_types.cuh"
+#include "mma_w4.cuh"
+#include "qgemm_few_cuda.h"
 #include "qgemm_tc_cuda.h"
 #include "weight_stream.cuh"
 
@@ -66,23 +68,10 @@ using Rows64K64 = Shape<4, 8, 2, 4, 1>;
 
 // ------------------------------------------------------------ PTX wrappers
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16-byte global->shared copy to shared address `dst`; `valid == false` writes zeros instead.
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
-}
 // Codes are read once: ask L2 to evict them first, so x and the scales stay.
 __device__ __forceinline__ void cp_async16_stream(uint32_t dst, const void* src, bool valid, uint64_t policy) {
   asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(dst), "l"(src),
                "r"(valid ? 16 : 0), "l"(policy));
-}
-__device__ __forceinline__ uint64_t evict_first_policy() {
-  uint64_t p;
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(p));
-  return p;
 }
 // threadIdx.x, read where it is used: code that runs rarely (a tile's end, a
 // group's start) then does not keep its index arithmetic in registers for
@@ -93,126 +82,11 @@ __device__ __forceinline__ int tid_here() {
   return t;
 }
 
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
 }
-
-__device__ __forceinline__ uint32_t lop3_and_or(uint32_t a, uint32_t mask, uint32_t magic) {
-  uint32_t r;
-  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(a), "r"(mask), "r"(magic));  // (a & mask) | magic
-  return r;
-}
-
-// ------------------------------------------------------ per-dtype helpers
-
-template <typename T>
-struct Half2Of;
-template <>
-struct Half2Of<__half> {
-  using type = __half2;
-};
-template <>
-struct Half2Of<__nv_bfloat16> {
-  using type = __nv_bfloat162;
-};
-
-template <typename T2>
-__device__ __forceinline__ uint32_t as_u32(T2 v) {
-  return *reinterpret_cast<uint32_t*>(&v);
-}
-template <typename T2>
-__device__ __forceinline__ T2 from_u32(uint32_t u) {
-  return *reinterpret_cast<T2*>(&u);
-}
-
-template <typename T>
-__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
-template <>
-__device__ __forceinline__ void mma_16816<__half>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-template <>
-__device__ __forceinline__ void mma_16816<__nv_bfloat16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                                         uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// c = a b (the accumulator's old value is not read).
-template <typename T>
-__device__ __forceinline__ void mma_16816_zero(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
-template <>
-__device__ __forceinline__ void mma_16816_zero<__half>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                                       uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%10,%10,%10,%10};\n"
-      : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(0.f));
-}
-template <>
-__device__ __forceinline__ void mma_16816_zero<__nv_bfloat16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                                              uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%10,%10,%10,%10};\n"
-      : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(0.f));
-}
-
-// The four B-fragment registers of one code word: (b0, b1) of the n8 block
-// with n = g and of the block with n = g + 8, as (q - z) exactly, not yet scaled.
-// `off_lo` / `off_hi` hold the magic number plus the zero point of each block.
-template <typename T>
-struct Dequant;
-
-template <>
-struct Dequant<__half> {
-  static constexpr float kMagic = 1024.f;  // fp16 0x6400: ulp 1
-  __device__ __forceinline__ static void run(uint32_t q, __half2 off_lo, __half2 off_hi, uint32_t (&b)[4]) {
-    // The high nibble of a byte lands at 1024 + 16 q: times 1/16 minus 64 + z
-    // (= off - 960, exact) leaves q - z, one fma.
-    const __half2 sixteenth = __float2half2_rn(1.f / 16.f), d960 = __float2half2_rn(960.f);
-    const __half2 hi_lo = __hneg2(__hsub2(off_lo, d960)), hi_hi = __hneg2(__hsub2(off_hi, d960));
-    const uint32_t q8 = q >> 8;
-    b[0] = as_u32(__hsub2(from_u32<__half2>(lop3_and_or(q, 0x000f000fu, 0x64006400u)), off_lo));
-    b[1] = as_u32(__hfma2(from_u32<__half2>(lop3_and_or(q, 0x00f000f0u, 0x64006400u)), sixteenth, hi_lo));
-    b[2] = as_u32(__hsub2(from_u32<__half2>(lop3_and_or(q8, 0x000f000fu, 0x64006400u)), off_hi));
-    b[3] = as_u32(__hfma2(from_u32<__half2>(lop3_and_or(q8, 0x00f000f0u, 0x64006400u)), sixteenth, hi_hi));
-  }
-};
-
-template <>
-struct Dequant<__nv_bfloat16> {
-  static constexpr float kMagic = 128.f;  // bf16 0x4300: ulp 1 (7 mantissa bits, so one nibble per shift)
-  __device__ __forceinline__ static void run(uint32_t q, __nv_bfloat162 off_lo, __nv_bfloat162 off_hi,
-                                             uint32_t (&b)[4]) {
-    b[0] = as_u32(__hsub2(from_u32<__nv_bfloat162>(lop3_and_or(q, 0x000f000fu, 0x43004300u)), off_lo));
-    b[1] = as_u32(__hsub2(from_u32<__nv_bfloat162>(lop3_and_or(q >> 4, 0x000f000fu, 0x43004300u)), off_lo));
-    b[2] = as_u32(__hsub2(from_u32<__nv_bfloat162>(lop3_and_or(q >> 8, 0x000f000fu, 0x43004300u)), off_hi));
-    b[3] = as_u32(__hsub2(from_u32<__nv_bfloat162>(lop3_and_or(q >> 12, 0x000f000fu, 0x43004300u)), off_hi));
-  }
-};
-
-template <typename T>
-__device__ __forceinline__ typename Half2Of<T>::type splat(float v);
-template <>
-__device__ __forceinline__ __half2 splat<__half>(float v) { return __float2half2_rn(v); }
-template <>
-__device__ __forceinline__ __nv_bfloat162 splat<__nv_bfloat16>(float v) { return __float2bfloat162_rn(v); }
 
 // ------------------------------------------------------------ shared memory
 
@@ -481,7 +355,10 @@ __device__ __forceinline__ void finish_tile(const QGemmTcArgs& a, const Work& w,
   __threadfence();
   __syncthreads();
   __shared__ int arrived;
-  if (tid_here() == 0) arrived = atomicAdd(a.counters + tile, 1);
+  if (tid_here() == 0) {
+    arrived = atomicAdd(a.counters + tile, 1);
+    if (arrived == int(pb - pa)) atomicExch(a.counters + tile, 0);  // all in: zero for the next launch
+  }
   __syncthreads();
   if (arrived != int(pb - pa)) return;
   __threadfence();
@@ -756,225 +633,6 @@ int64_t tile_floats(const QGemmTcArgs& a) {
   return n;
 }
 
-// ------------------------------------------------- few rows (M <= 8): swap A, B
-// With at most 8 rows of x the m16 tiles above are mostly padding and the
-// cp.async pipeline caps the weight stream. Here the weights are the mma's A
-// operand and x^T its B (y^T = W x^T): a lane's 16-byte code load (two n16 x
-// k16 blocks) dequantizes straight into A fragments, so codes go from global
-// memory to registers (ld.global.nc, the next chunk's loads issued before the
-// current chunk's math) and never through shared memory. x (M rows, padded so
-// the B-fragment reads are conflict-free) sits in shared memory, loaded once
-// per CTA. A persistent wave of CTAs walks 32-wide strips of outputs; the
-// CTA's warps split each strip's K tiles (warp w: tiles w, w + W, ...) and
-// add their fp32 sums in shared memory. Each K tile's (q - z) x sums are
-// scaled in fp32.
-constexpr int kFewWarps = 8;
-constexpr int kFewMaxM = 8;
-constexpr int kFewPad = 8;  // elements after each row of x: rows start 4 banks apart
-
-size_t few_smem(int64_t M, int64_t K) { return size_t(M) * size_t(K + kFewPad) * 2; }
-constexpr size_t kFewMaxSmem = 200 * 1024;  // plus 16 KiB static: under the H100's 227 KiB
-constexpr size_t kFewStaticSmem = sizeof(float) * 2 * kFewWarps * 8 * 32;  // the kernel's red[][][]
-
-// D K tiles (16-byte code loads per lane) per chunk.
-template <typename T, typename ScaleT, int D, bool ASYM>
-__global__ void __launch_bounds__(32 * kFewWarps, 2) qgemm_w4_few_kernel(QGemmTcArgs a) {
-  using H2 = typename Half2Of<T>::type;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  __shared__ float red[2][kFewWarps][8 * 32];  // per warp: accumulator j of lane l at j * 32 + l
-  static_assert(sizeof(red) == kFewStaticSmem, "kFewStaticSmem must describe red");
-  T* xs = reinterpret_cast<T*>(smem_raw);
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
-  const int M = int(a.M), KT = int(a.K / kTileK), stride = int(a.K) + kFewPad;
-  const int64_t strips = a.N / kStripN;
-  const int per = (KT + kFewWarps - 1) / kFewWarps;  // K tiles per warp and strip
-  const int cps = (per + D - 1) / D;                 // chunks per strip
-  const int tpg = int(a.group_size / kTileK);
-  const int64_t my_strips = strips > blockIdx.x ? (strips - 1 - blockIdx.x) / gridDim.x + 1 : 0;
-  const int64_t n_chunks = my_strips * cps;
-
-  wait_for_previous_grid();
-  // Codes of chunk c: strip blockIdx.x + (c / cps) gridDim.x, K tiles warp + kFewWarps (D (c % cps) + i).
-  uint4 nxt[D];
-  auto load_chunk = [&](int64_t c) {
-    const int64_t s = c < n_chunks ? blockIdx.x + (c / cps) * gridDim.x : 0;
-    const int kc = int(c % cps);
-    const int32_t* src = a.codes + s * KT * 128 + lane * 4;
-#pragma unroll
-    for (int i = 0; i < D; ++i) {
-      const int kt = warp + kFewWarps * (kc * D + i);
-      nxt[i] = c < n_chunks && kt < KT ? load_codes_nc(src + int64_t(kt) * 128) : make_uint4(0, 0, 0, 0);
-    }
-  };
-  load_chunk(0);
-  {  // x -> shared memory, 16 bytes a copy
-    const int pieces = int(a.K / 8);
-    const T* x = reinterpret_cast<const T*>(a.x);
-    for (int i = tid; i < M * pieces; i += 32 * kFewWarps) {
-      const int m = i / pieces, p = i % pieces;
-      *reinterpret_cast<uint4*>(xs + m * stride + p * 8) = __ldg(reinterpret_cast<const uint4*>(x + int64_t(m) * a.K) + p);
-    }
-  }
-  __syncthreads();
-  allow_next_grid();
-  const H2 off_sym = splat<T>(Dequant<T>::kMagic + 8.f);
-  const bool x_row = g < M;  // B column g is row g of x (zero past M)
-  const T* xrow = xs + (x_row ? g : 0) * stride + 2 * t;
-  float acc[2][4] = {};
-  int parity = 0;
-  for (int64_t c = 0; c < n_chunks; ++c) {
-    uint4 cur[D];
-#pragma unroll
-    for (int i = 0; i < D; ++i) cur[i] = nxt[i];
-    load_chunk(c + 1);
-    const int64_t s = blockIdx.x + (c / cps) * gridDim.x;
-    const int kc = int(c % cps);
-    const int64_t n0 = s * kStripN;
-    // The chunk's group scales and zeros, all requested before any is used (a
-    // tile past K reads tile KT - 1's and is skipped): one wait per chunk.
-    float sc[D][2][2];
-    uint8_t zq[D][2][2];
-#pragma unroll
-    for (int i = 0; i < D; ++i) {
-      const int kt = min(warp + kFewWarps * (kc * D + i), KT - 1);
-      const int64_t gbase = int64_t(kt / tpg) * a.N + n0 + g;  // outputs n0 + 16 np + 8 h + g
-#pragma unroll
-      for (int np = 0; np < 2; ++np)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int64_t idx = gbase + 16 * np + 8 * h;
-          sc[i][np][h] = to_float<ScaleT>(__ldg(reinterpret_cast<const ScaleT*>(a.scales) + idx));
-          if constexpr (ASYM) zq[i][np][h] = __ldg(a.zeros + idx);
-        }
-    }
-#pragma unroll
-    for (int i = 0; i < D; ++i) {
-      const int kt = warp + kFewWarps * (kc * D + i);
-      if (kt >= KT) break;
-      uint32_t bx[2][2];  // B fragments of K halves ks = 0, 1
-#pragma unroll
-      for (int ks = 0; ks < 2; ++ks) {
-        const int k0 = kt * kTileK + ks * 16;
-        bx[ks][0] = x_row ? *reinterpret_cast<const uint32_t*>(xrow + k0) : 0u;
-        bx[ks][1] = x_row ? *reinterpret_cast<const uint32_t*>(xrow + k0 + 8) : 0u;
-      }
-      const uint32_t q[4] = {cur[i].x, cur[i].y, cur[i].z, cur[i].w};
-#pragma unroll
-      for (int np = 0; np < 2; ++np) {
-        H2 off[2] = {off_sym, off_sym};
-        if constexpr (ASYM)
-#pragma unroll
-          for (int h = 0; h < 2; ++h) off[h] = splat<T>(Dequant<T>::kMagic + float(zq[i][np][h]));
-        float part[4];
-#pragma unroll
-        for (int ks = 0; ks < 2; ++ks) {
-          uint32_t b[4];
-          Dequant<T>::run(q[ks * 2 + np], off[0], off[1], b);
-          const uint32_t af[4] = {b[0], b[2], b[1], b[3]};  // rows g, g + 8 x K 2t, 2t + 8
-          if (ks == 0)
-            mma_16816_zero<T>(part, af, bx[ks][0], bx[ks][1]);
-          else
-            mma_16816<T>(part, af, bx[ks][0], bx[ks][1]);
-        }
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc[np][e] = fmaf(part[e], sc[i][np][e >> 1], acc[np][e]);
-      }
-    }
-    if (kc + 1 == cps) {  // the strip's last chunk: add the warps' sums, write y
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        red[parity][warp][j * 32 + lane] = acc[j / 4][j % 4];
-        acc[j / 4][j % 4] = 0.f;
-      }
-      __syncthreads();
-      const int j = tid / 32, l = tid % 32;  // kFewWarps * 32 == 8 accumulators x 32 lanes
-      const int m = 2 * (l % 4) + (j & 1);
-      if (m < M) {
-        const int64_t n = n0 + 16 * (j / 4) + 8 * ((j % 4) >> 1) + l / 4;
-        float v = 0.f;
-#pragma unroll
-        for (int w = 0; w < kFewWarps; ++w) v += red[parity][w][tid];
-        if (a.bias) v += to_float<T>(reinterpret_cast<const T*>(a.bias)[n]);
-        reinterpret_cast<T*>(a.y)[int64_t(m) * a.N + n] = from_float<T>(v);
-      }
-      parity ^= 1;
-    }
-  }
-}
-
-// Dynamic shared memory the kernel may use on the current device: kFewMaxSmem
-// on Hopper, less where a block can opt in to less (A100 163 KiB, sm_86/89
-// 99 KiB), so those GPUs take the other path for long K instead of failing.
-size_t few_smem_limit() {
-  DeviceInfo dev;
-  if (current_device_info(dev) != cudaSuccess) return 0;
-  const int64_t room = int64_t(dev.smem_optin) - int64_t(kFewStaticSmem);
-  return size_t(room < 0 ? 0 : room < int64_t(kFewMaxSmem) ? room : int64_t(kFewMaxSmem));
-}
-
-// Rows of x that fit in shared memory (up to 8: one n8 block of B).
-bool few_ok(const QGemmTcArgs& a) {
-  return a.M >= 1 && a.M <= kFewMaxM && few_smem(a.M, a.K) <= few_smem_limit();
-}
-
-template <typename T, typename ScaleT, int D, bool ASYM>
-cudaError_t launch_few_d(const QGemmTcArgs& a, cudaStream_t stream) {
-  const auto kernel = qgemm_w4_few_kernel<T, ScaleT, D, ASYM>;
-  const int smem = int(few_smem(a.M, a.K));
-  DeviceInfo dev;
-  cudaError_t e = current_device_info(dev);
-  if (e != cudaSuccess) return e;
-  // CTAs per SM for the last (device, shared-memory size) asked, packed as
-  // device << 40 | smem << 8 | CTAs; 0 = none yet. The opt-in covers every
-  // size few_ok accepts.
-  static std::atomic<int64_t> cached{0};
-  int device = 0;
-  if ((e = cudaGetDevice(&device)) != cudaSuccess) return e;
-  const int64_t key = int64_t(device) << 40 | int64_t(smem) << 8;
-  int64_t c = cached.load(std::memory_order_relaxed);
-  if (c == 0 || (c & ~int64_t(0xff)) != key) {
-    int per_sm = 0;
-    if ((e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(few_smem_limit()))) !=
-        cudaSuccess)
-      return e;
-    if ((e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 32 * kFewWarps, smem)) != cudaSuccess)
-      return e;
-    c = key | (per_sm > 0 ? (per_sm < 255 ? per_sm : 255) : 1);
-    cached.store(c, std::memory_order_relaxed);
-  }
-  const int per_sm = int(c & 0xff);
-  const int64_t strips = a.N / kStripN, wave = int64_t(dev.sms) * per_sm;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(unsigned(strips < wave ? strips : wave));
-  cfg.blockDim = dim3(32 * kFewWarps);
-  cfg.dynamicSmemBytes = size_t(smem);
-  cfg.stream = stream;
-  cudaLaunchAttribute attr;
-  launch_early(cfg, attr, dev);
-  return cudaLaunchKernelEx(&cfg, kernel, a);
-}
-
-// 8 K tiles a chunk: 128 bytes in flight per lane at 128 registers, 2 CTAs
-// per SM (12 measured slower; 4 slower still; refilling each slot as it is
-// used, with the scales shared by shuffles, slower too).
-template <typename T, typename ScaleT>
-cudaError_t launch_few_t(const QGemmTcArgs& a, cudaStream_t stream) {
-  return a.zeros ? launch_few_d<T, ScaleT, 8, true>(a, stream) : launch_few_d<T, ScaleT, 8, false>(a, stream);
-}
-
-template <typename T>
-cudaError_t launch_few_s(const QGemmTcArgs& a, cudaStream_t stream) {
-  switch (a.scale) {
-    case GpuFloat::kF16: return launch_few_t<T, __half>(a, stream);
-    case GpuFloat::kBF16: return launch_few_t<T, __nv_bfloat16>(a, stream);
-    default: return launch_few_t<T, float>(a, stream);
-  }
-}
-
-cudaError_t launch_few(const QGemmTcArgs& a, cudaStream_t stream) {
-  return a.act == GpuFloat::kBF16 ? launch_few_s<__nv_bfloat16>(a, stream) : launch_few_s<__half>(a, stream);
-}
-
 }  // namespace
 
 bool qgemm_tc_supported(int64_t N, int64_t K, int64_t group_size) {
@@ -1011,14 +669,14 @@ int qgemm_tc_plan(QGemmTcArgs& a) {
 }
 
 int64_t qgemm_tc_workspace(const QGemmTcArgs& a) {
-  if (few_ok(a)) return 0;
+  if (qgemm_few_ok(a)) return 0;
   const Work w = work_of(a);
   if (w.ctas == w.tiles) return 0;  // one CTA per tile
   return w.ctas * 2 * tile_floats(a);
 }
 
 int64_t qgemm_tc_counters(const QGemmTcArgs& a) {
-  if (few_ok(a)) return 0;
+  if (qgemm_few_ok(a)) return 0;
   const Work w = work_of(a);
   return w.ctas == w.tiles ? 0 : w.tiles;
 }
@@ -1029,7 +687,7 @@ int qgemm_tc_cuda(const QGemmTcArgs& a, void* stream) {
     return int(cudaErrorInvalidValue);
   if (a.M == 0) return 0;
   cudaStream_t stream_ = static_cast<cudaStream_t>(stream);
-  if (few_ok(a)) return int(launch_few(a, stream_));
+  if (qgemm_few_ok(a)) return qgemm_few_cuda(a, stream);
   return int(visit(a, [&](auto cfg) {
     using C = decltype(cfg);
     int occupancy = 1;

@@ -30,7 +30,8 @@ struct QGemmTcArgs {
   const void* bias = nullptr;         // [N], act type, or null
   void* y = nullptr;                  // [M, N], act type
   float* workspace = nullptr;         // split-K partial sums: qgemm_tc_workspace() floats
-  int32_t* counters = nullptr;        // split-K arrival counters, zeroed: qgemm_tc_counters() ints
+  int32_t* counters = nullptr;        // split-K arrival counters: qgemm_tc_counters() ints, zero before the
+                                      // first launch; every launch leaves them zero, so they can be reused
   int64_t M = 0, N = 0, K = 0;
   int64_t group_size = 128;           // a multiple of 32 dividing K; K means per output channel
   GpuFloat act = GpuFloat::kF16;      // kF16 or kBF16
@@ -44,7 +45,7 @@ bool qgemm_tc_supported(int64_t N, int64_t K, int64_t group_size);
 
 // The K-chunk count (stream-K units per tile) the launcher will use for these sizes on the current
 // device (fills args.splits when it is 0), and the scratch it needs (none for up to 8 rows of x,
-// which a kernel without split-K serves where x fits in shared memory).
+// which the few-rows kernel of qgemm_few_cuda.h serves where x fits in shared memory).
 int qgemm_tc_plan(QGemmTcArgs& args);
 int64_t qgemm_tc_workspace(const QGemmTcArgs& args);  // floats; 0 without split-K
 int64_t qgemm_tc_counters(const QGemmTcArgs& args);   // int32 counters; 0 without split-K
