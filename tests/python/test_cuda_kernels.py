@@ -212,19 +212,27 @@ def test_qgemm_tc_split_k_counters_serve_the_next_call():
 
 
 def test_qgemm_tc_split_k_inside_a_cuda_graph():
-    # Counters made during a capture are zeroed by the graph itself (16 and
-    # 40 rows: the stream-K GEMM with split K).
+    # 16 and 40 rows: the stream-K GEMM with split K. Warmed up on the capture
+    # stream, the graph uses that stream's reused counters, so every replay
+    # (and the eager calls between replays) relies on the kernel leaving them
+    # zero; a capture on a fresh stream gets counters zeroed by the graph itself.
     canon, tc = tc_operands(2080, 8192, 128, True, torch.float16)
     xs = [torch.randn(m, 8192, dtype=torch.float16, device="cuda") for m in (16, 40)]
-    expected = [torch.ops.quantcore.qgemm_tc(x, *tc, None) for x in xs]
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        ys = [torch.ops.quantcore.qgemm_tc(x, *tc, None) for x in xs]
-    for _ in range(3):
-        graph.replay()
-        torch.cuda.synchronize()
-        for y, e in zip(ys, expected):
-            assert torch.equal(y, e)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        expected = [torch.ops.quantcore.qgemm_tc(x, *tc, None) for x in xs]
+    for warm in (True, False):
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream if warm else None):
+            ys = [torch.ops.quantcore.qgemm_tc(x, *tc, None) for x in xs]
+        for _ in range(3):
+            with torch.cuda.stream(stream):  # one stream: the replay and the eager calls share its counters
+                graph.replay()
+                eager = [torch.ops.quantcore.qgemm_tc(x, *tc, None) for x in xs]
+            torch.cuda.synchronize()
+            for y, e, g in zip(ys, expected, eager):
+                assert torch.equal(y, e) and torch.equal(g, e)
     check(ys[0], reference(xs[0], *canon, None, 4, 128), torch.float16)
 
 

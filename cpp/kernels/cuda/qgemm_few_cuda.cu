@@ -210,14 +210,7 @@ cudaError_t launch_few_d(const QGemmTcArgs& a, cudaStream_t stream) {
   }
   const int per_sm = int(c & 0xff);
   const int64_t strips = a.N / kStripN, wave = int64_t(dev.sms) * per_sm;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(unsigned(strips < wave ? strips : wave));
-  cfg.blockDim = dim3(32 * kFewWarps);
-  cfg.dynamicSmemBytes = size_t(smem);
-  cfg.stream = stream;
-  cudaLaunchAttribute attr;
-  launch_early(cfg, attr, dev);
-  return cudaLaunchKernelEx(&cfg, kernel, a);
+  return launch_early(kernel, unsigned(strips < wave ? strips : wave), 32 * kFewWarps, size_t(smem), stream, dev, a);
 }
 
 // 8 K tiles a chunk: 128 bytes in flight per lane at 128 registers, 2 CTAs

@@ -402,7 +402,7 @@ __global__ void __launch_bounds__(P::kThreads, P::kMinCtas) qgemm_w4_tc_kernel(Q
   ld.setup();
   ld.init(a, w, int(u0 / w.chunks), int(u0 % w.chunks));
   int loaded = 0, load_slot = 0;
-  wait_for_previous_grid();  // launched early (launch_early): no global access before this
+  wait_for_previous_grid();  // launch_early: no global access before this
 #pragma unroll
   for (int s = 0; s < S - 1; ++s) {
     if (loaded < n_units) {
@@ -698,14 +698,7 @@ int qgemm_tc_cuda(const QGemmTcArgs& a, void* stream) {
     if (w.ctas != w.tiles && (a.workspace == nullptr || a.counters == nullptr)) return cudaErrorInvalidValue;
     DeviceInfo dev;
     if (cudaError_t e = current_device_info(dev); e != cudaSuccess) return e;
-    cudaLaunchConfig_t launch = {};
-    launch.gridDim = dim3(unsigned(w.ctas));
-    launch.blockDim = dim3(unsigned(C::kThreadsPerCta));
-    launch.dynamicSmemBytes = size_t(C::kSmem);
-    launch.stream = stream_;
-    cudaLaunchAttribute attr;
-    launch_early(launch, attr, dev);  // the launch overlaps the previous kernel's tail
-    return cudaLaunchKernelEx(&launch, C::kernel(), a, w);
+    return launch_early(C::kernel(), unsigned(w.ctas), unsigned(C::kThreadsPerCta), size_t(C::kSmem), stream_, dev, a, w);
   }));
 }
 

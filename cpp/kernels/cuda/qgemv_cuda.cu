@@ -473,13 +473,7 @@ cudaError_t launch_w4_m1(const QGemvArgs& a, int warps, cudaStream_t stream) {
     occupancy[warps].store(per_sm, std::memory_order_relaxed);
   }
   const int64_t tiles = (a.N + ROWS - 1) / ROWS, wave = int64_t(dev.sms) * per_sm;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(unsigned(tiles < wave ? tiles : wave));
-  cfg.blockDim = dim3(unsigned(kWarp * warps));
-  cfg.stream = stream;
-  cudaLaunchAttribute attr;
-  launch_early(cfg, attr, dev);
-  return cudaLaunchKernelEx(&cfg, kernel, a);
+  return launch_early(kernel, unsigned(tiles < wave ? tiles : wave), unsigned(kWarp * warps), 0, stream, dev, a);
 }
 
 // Sizes the M = 1 kernel's CTA to K: one lane-chunk per lane (J = 1, tiles of

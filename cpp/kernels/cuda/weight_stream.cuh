@@ -1,12 +1,13 @@
-// Pieces the weight-streaming kernels share (the M = 1 GEMV and the few-rows
-// tensor-core kernel): read-once code loads, programmatic dependent launch,
-// and the per-device facts their one-wave grids are sized from.
+// Pieces the weight-streaming kernels share (the M = 1 GEMV, the few-rows
+// kernel and the stream-K GEMM): read-once code loads, programmatic dependent
+// launch, and the per-device facts their one-wave grids are sized from.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <atomic>
 #include <cstdint>
+#include <utility>
 
 namespace quantcore::kernels {
 
@@ -69,13 +70,24 @@ inline cudaError_t current_device_info(DeviceInfo& info) {
   return cudaSuccess;
 }
 
-// Marks cfg for programmatic dependent launch where the device has it
-// (`attr` must outlive the launch).
-inline void launch_early(cudaLaunchConfig_t& cfg, cudaLaunchAttribute& attr, const DeviceInfo& dev) {
+// Launches kernel<<<grid, block, smem, stream>>>(args...) with programmatic
+// dependent launch where the device has it (sm_90 on), so the kernel's launch
+// overlaps the previous kernel's tail; the kernel must call
+// wait_for_previous_grid() before touching global memory.
+template <typename... Params, typename... Args>
+cudaError_t launch_early(void (*kernel)(Params...), unsigned grid, unsigned block, size_t smem, cudaStream_t stream,
+                         const DeviceInfo& dev, Args&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(grid);
+  cfg.blockDim = dim3(block);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr;
   attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr.val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = &attr;
   cfg.numAttrs = dev.major >= 9 ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
 }
 
 }  // namespace quantcore::kernels
