@@ -10,6 +10,9 @@
 #include "qlinear_dispatch.h"
 #include "qgemm.h"
 #include "status.h"
+#ifdef QUANTCORE_WITH_CUDA
+#include "cuda/qgemm_wg_cuda.h"
+#endif
 
 namespace py = pybind11;
 namespace k = quantcore::kernels;
@@ -46,8 +49,11 @@ PYBIND11_MODULE(_C, m) {
   "panels) or a fused kernel path.");
 #ifdef QUANTCORE_WITH_CUDA
   m.attr("cuda_kernels") = true;
+  // The Hopper wgmma GEMM (qgemm_wg_cuda.cu) is in this build: qgemm_tc takes it on sm_90 GPUs from 9 rows.
+  m.attr("cuda_wgmma") = quantcore::kernels::qgemm_wg_built();
 #else
   m.attr("cuda_kernels") = false;
+  m.attr("cuda_wgmma") = false;
 #endif
   m.def("force_qgemm_path", &quantcore::bindings::force_qlinear_path, py::arg("name"),
         "Force how quantcore.qlinear runs: 'auto', 'dequant_mm', 'rows_f32', 'rows_bf16' or 'tiles_bf16'.");

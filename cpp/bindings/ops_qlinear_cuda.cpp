@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -231,6 +232,11 @@ at::Tensor qgemm_tc_cuda(const at::Tensor& x, const at::Tensor& codes, const at:
     const int s = std::atoi(forced);
     TORCH_CHECK_VALUE(s >= 1 && s <= 16 && s <= K / 64, op, ": QUANTCORE_TC_SPLITS must be in [1, min(16, K/64)]");
     a.splits = s;
+  }
+  // QUANTCORE_WGMMA=0 / 1: never / wherever possible take the Hopper wgmma GEMM (default: where it is faster).
+  if (const char* wg = std::getenv("QUANTCORE_WGMMA")) {
+    TORCH_CHECK_VALUE(std::string(wg) == "0" || std::string(wg) == "1", op, ": QUANTCORE_WGMMA must be 0 or 1");
+    a.wgmma = wg[0] - '0';
   }
   kernels::qgemm_tc_plan(a);
   at::Tensor workspace, counters;

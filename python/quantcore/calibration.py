@@ -7,6 +7,7 @@ one block at a time on stored inputs).
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -270,14 +271,20 @@ def rtn_unreached(model: nn.Module, block: nn.Module, modules: List[Tuple[str, n
 
 
 def walk_layers(model: nn.Module, layers: nn.ModuleList, windows: torch.Tensor, compute: torch.device,
-                bar: Any) -> Iterator[Tuple[int, nn.Module, Callable[[int], Any], int]]:
+                bar: Any, float_path: bool = False) -> Iterator[Tuple[int, nn.Module, Callable[[int], Any], int]]:
     """Sequential calibration: yields ``(index, block, run_block, n_windows)`` for
     each decoder layer, moved to ``compute``; ``run_block(i)`` runs the block on
     window i's stored inputs. When the caller resumes, the block (quantized by
     then) produces the next layer's inputs and goes back to its own device.
-    ``bar`` iterates over the layer indices (a tqdm bar or a range)."""
+    ``bar`` iterates over the layer indices (a tqdm bar or a range).
+
+    ``float_path``: also follow the float model. A float copy of each block
+    (``run_block.float_block``, one layer's extra memory) is run by
+    ``run_block.run_float(i)`` on the float model's own hidden states for window
+    i, which advance through the float copies (a second set of hidden states)."""
     hidden, layer_args = _capture_layer_inputs(model, layers, windows)
     hidden = [h.to(compute) for h in hidden]
+    float_hidden = list(hidden) if float_path else []
     stream = getattr(model, "_quantcore_stream", None)  # streaming.quantize_checkpoint: blocks load on demand
     for li in bar:
         block = layers[li]
@@ -292,8 +299,20 @@ def walk_layers(model: nn.Module, layers: nn.ModuleList, windows: torch.Tensor, 
             rest, kwargs = calls[i]
             return block(hidden[i], *rest, **kwargs)
 
+        if float_path:
+            float_block = copy.deepcopy(block)  # before the caller quantizes any of its linears
+
+            def run_float(i: int) -> Any:
+                rest, kwargs = calls[i]
+                return float_block(float_hidden[i], *rest, **kwargs)
+
+            run_block.float_block, run_block.run_float = float_block, run_float  # type: ignore[attr-defined]
+
         yield li, block, run_block, len(hidden)
         hidden = [_first_tensor(run_block(i)) for i in range(len(hidden))]
+        if float_path:
+            float_hidden = [_first_tensor(run_float(i)) for i in range(len(float_hidden))]
+            del float_block, run_float
         if stream is not None:
             stream.done(li, block)  # written out, then freed
         block.to(home)

@@ -64,6 +64,15 @@ class GPTQConfig(QuantConfig):
             out of the Hessians. The first token (BOS, an attention sink) carries
             activations orders of magnitude larger than the rest in many models,
             so it can dominate H and the solver's trade-offs.
+        gptaq_alpha: asymmetric calibration (GPTAQ, also called GPTQv2; Li et al.,
+            ICML 2025). 0 is plain GPTQ, which fits each linear's output on the
+            quantized model's inputs X~ to its float weight's output on the same
+            X~. With alpha > 0 the target is the float *model's* output X W^T on
+            its own inputs X, so each layer also corrects the error the layers
+            before it left: GPTQ then rounds towards W + alpha * W (X - X~)^T X~ H^-1,
+            the least-squares minimiser of ||X W^T - X~ W^T||, alpha = 1 being the
+            exact one (GPTAQ's code uses 0.25). Costs a float copy of one decoder
+            layer and a second set of calibration hidden states.
         n_samples, seq_len, seed: calibration windows drawn from the given text.
     """
 
@@ -78,6 +87,7 @@ class GPTQConfig(QuantConfig):
     rtn_guard: bool = True
     holdout_fraction: float = 0.125
     skip_first_tokens: int = 0
+    gptaq_alpha: float = 0.0
     n_samples: int = 128
     seq_len: int = 2048
     seed: int = 0
@@ -92,6 +102,8 @@ class GPTQConfig(QuantConfig):
             raise ValueError(f"skip_first_tokens must be in [0, seq_len - 1), got {self.skip_first_tokens}")
         if not 0 < self.holdout_fraction < 1:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+        if not 0 <= self.gptaq_alpha <= 1:
+            raise ValueError(f"gptaq_alpha must be in [0, 1], got {self.gptaq_alpha}")
         if self.group_size == 0:  # one scale for a whole tensor defeats the column-by-column compensation
             raise ValueError("GPTQ needs group_size > 0 or -1 (per channel), not 0 (per tensor)")
 
@@ -137,9 +149,11 @@ def _quantize_layers(model, config, targets, windows, layers_path, layers, compu
     results, notes, holdout = [], {}, {}
     with torch.no_grad():
         bar = tqdm(range(len(layers)), desc="quantcore gptq", disable=not progress, unit="layer")
-        for li, block, run_block, n_windows in walk_layers(model, layers, windows, compute, bar):
+        asym = config.gptaq_alpha > 0
+        for li, block, run_block, n_windows in walk_layers(model, layers, windows, compute, bar, float_path=asym):
             todo = [(n, m) for n, m in block.named_modules() if id(m) in wanted]
             names = {id(m): f"{layers_path}.{li}.{n}" for n, m in todo}
+            rel_names = {id(m): n for n, m in todo}
             layer_errs = []
             # rtn_guard: the last `held` windows only score GPTQ against RTN.
             held = int(n_windows * config.holdout_fraction) if config.rtn_guard else 0
@@ -150,7 +164,8 @@ def _quantize_layers(model, config, targets, windows, layers_path, layers, compu
             while todo:
                 # Linears fed the same tensor (q/k/v, gate/up) share one Hessian:
                 # it is accumulated once, and the sharing defines true-sequential groups.
-                acc: Dict[int, list] = {}     # id(module) -> [H, n, held-out inputs], shared between aliases
+                # id(module) -> [H, n, held-out inputs, (X - X~)^T X~ for gptaq_alpha], shared between aliases
+                acc: Dict[int, list] = {}
                 order: List[int] = []         # modules in the order their input first arrived
                 inputs = ForwardInputs()
                 first_input: List[Optional[tuple]] = [None]
@@ -174,7 +189,8 @@ def _quantize_layers(model, config, targets, windows, layers_path, layers, compu
                                 return
                             cols = linear_weight(mod).shape[1]
                             acc[id(mod)] = [torch.zeros(cols, cols, device=compute), 0,
-                                            _HeldOut(cols, compute) if held else None]
+                                            _HeldOut(cols, compute) if held else None,
+                                            torch.zeros(cols, cols, device=compute) if asym else None]
                         elif owner is not None and acc[owner] is acc[id(mod)] and owner != id(mod):
                             return  # this input was already accumulated for the group
                         if not bool(torch.isfinite(x).all()):
@@ -188,19 +204,32 @@ def _quantize_layers(model, config, targets, windows, layers_path, layers, compu
                             h[2].add(xs)
                         else:
                             h[1] = torch.ops.quantcore.gptq_hessian_update(h[0], xs.float(), h[1])
+                            if asym:
+                                _add_asymmetry(h[3], float_inputs, rel_names[id(mod)], xs, config.skip_first_tokens)
                     return hook
 
                 handles = [m.register_forward_pre_hook(make_hook(m)) for _, m in todo]
+                float_inputs: Dict[str, torch.Tensor] = {}  # this window's inputs on the float path, by name
+                if asym:
+                    handles += _float_input_hooks(run_block.float_block, [n for n, _ in todo], float_inputs,
+                                                  config.true_sequential)
                 try:
                     for i in range(n_windows):
                         window[0] = i
                         inputs.clear()
                         first_input[0] = None
+                        float_inputs.clear()
+                        if asym and i < n_windows - held:
+                            try:
+                                run_block.run_float(i)
+                            except _Captured:
+                                pass
                         try:
                             run_block(i)
                         except _Captured:
                             pass
                 finally:
+                    float_inputs.clear()
                     for h in handles:
                         h.remove()
                 # true_sequential: acc holds the group fed first; later groups see its quantized output.
@@ -214,7 +243,9 @@ def _quantize_layers(model, config, targets, windows, layers_path, layers, compu
                     now = [(n, m) for n, m in todo if id(m) in acc]
                 for n, m in now:
                     t0 = time.perf_counter()
-                    qlayer, rel, note, held_errs = _solve_one(m, acc[id(m)][0], config, acc[id(m)][2])
+                    entry = acc[id(m)]
+                    asym_args = {"asymmetry": entry[3], "seen": entry[1]} if asym else {}
+                    qlayer, rel, note, held_errs = _solve_one(m, entry[0], config, entry[2], **asym_args)
                     replace_module(block, n, qlayer)
                     replaced.append((block, n, m))
                     release_replaced(model, m)
@@ -237,6 +268,66 @@ def _quantize_layers(model, config, targets, windows, layers_path, layers, compu
             if layer_errs:
                 bar.set_postfix(rel_err=f"{max(layer_errs):.4f}")
     return results, notes, holdout
+
+
+def _float_input_hooks(float_block: nn.Module, names: List[str], sink: Dict[str, torch.Tensor],
+                       true_sequential: bool) -> list:
+    """Hooks that record, by name, the inputs the float copy of a block feeds its
+    linears (gptaq_alpha). Mirrors the quantized pass: with true_sequential the
+    float pass stops once the group fed first has its input."""
+    first: List[Optional[tuple]] = [None]
+
+    def make(name):
+        def hook(_m, args):
+            x = args[0]
+            key = ForwardInputs.key(x)
+            if true_sequential:
+                if not sink:
+                    first[0] = key
+                elif key != first[0]:
+                    raise _Captured
+            sink.setdefault(name, x.detach())
+        return hook
+
+    return [float_block.get_submodule(n).register_forward_pre_hook(make(n)) for n in names]
+
+
+def _add_asymmetry(acc: torch.Tensor, float_inputs: Dict[str, torch.Tensor], name: str, x: torch.Tensor,
+                   skip: int) -> None:
+    """acc += (X - X~)^T X~ for one window: X the float model's input of linear
+    ``name``, X~ the quantized model's (``x``, already cut by ``skip``)."""
+    xf = float_inputs.get(name)
+    if xf is not None and skip and xf.dim() == 3:
+        xf = xf[:, skip:]
+    if xf is None or xf.shape != x.shape:
+        raise ValueError(f"{name}: the float and the quantized model fed this linear different token sets; "
+                         "gptaq_alpha needs the same tokens on both paths")
+    cols = acc.shape[0]
+    xq = x.reshape(-1, cols).float()
+    acc.addmm_((xf.reshape(-1, cols).float() - xq).t(), xq)
+
+
+def _asymmetric_target(weight: torch.Tensor, hessian: torch.Tensor, asymmetry: torch.Tensor, seen: int,
+                       alpha: float, percdamp: float) -> Tuple[torch.Tensor, str]:
+    """W + alpha * W D H^-1 with D = (X - X~)^T X~ scaled like H (2/n): the weight
+    whose output on the quantized inputs best matches the float model's output.
+    H is damped as the solver damps it (more if needed); returns W and a note
+    when H cannot be factorised even then."""
+    w = weight.float()
+    if seen == 0:
+        return w, ""
+    d = asymmetry * (2.0 / seen)
+    h = hessian.clone()
+    dead = torch.diagonal(h) == 0
+    h[dead, dead] = 1.0
+    damp = percdamp * float(torch.diagonal(h).mean())
+    for _ in range(4):
+        factor, info = torch.linalg.cholesky_ex(h + damp * torch.eye(h.shape[0], device=h.device, dtype=h.dtype))
+        if int(info) == 0:
+            shift = torch.cholesky_solve((w @ d).t(), factor).t()  # (W D) H^-1, H symmetric
+            return w + alpha * shift, ""
+        damp = max(damp * 10, 1e-6)
+    return w, "gptaq: Hessian not positive definite, asymmetric target skipped"
 
 
 class _HeldOut:
@@ -294,7 +385,8 @@ def _output_error(deq: torch.Tensor, weight: torch.Tensor, hessian: torch.Tensor
 
 
 def _solve_one(module: nn.Module, hessian: torch.Tensor, config: GPTQConfig,
-               held_out: Optional[_HeldOut] = None) -> Tuple[QuantLinear, float, str, Optional[Tuple[float, float]]]:
+               held_out: Optional[_HeldOut] = None, asymmetry: Optional[torch.Tensor] = None,
+               seen: int = 0) -> Tuple[QuantLinear, float, str, Optional[Tuple[float, float]]]:
     """Solves one linear on the device its weight and Hessian are on. With
     ``held_out`` (inputs of windows the solve did not see), the result
     is checked against round-to-nearest there and RTN is kept when it is better.
@@ -302,8 +394,11 @@ def _solve_one(module: nn.Module, hessian: torch.Tensor, config: GPTQConfig,
     note, and the relative output errors of GPTQ and RTN on the held-out inputs."""
     weight = linear_weight(module).detach()  # the solver makes its own float32 copy
     gs = config.group_size
+    target, asym_note = weight, ""
+    if asymmetry is not None:  # gptaq_alpha: round towards the weight that undoes the earlier layers' error
+        target, asym_note = _asymmetric_target(weight, hessian, asymmetry, seen, config.gptaq_alpha, config.percdamp)
     codes, scales, zeros, g_idx, info = torch.ops.quantcore.gptq_quantize(
-        weight, hessian, config.bits, gs, config.sym, config.act_order, config.static_groups,
+        target, hessian, config.bits, gs, config.sym, config.act_order, config.static_groups,
         config.percdamp, config.block_size, config.mse_clip, config.scale_dtype)
     bias = module.bias.detach().cpu() if module.bias is not None else None
     layer = QuantLinear.from_codes(codes.cpu(), scales.cpu(), None if config.sym else zeros.cpu(), bias,
@@ -313,13 +408,15 @@ def _solve_one(module: nn.Module, hessian: torch.Tensor, config: GPTQConfig,
     note = {0: "", 1: "Hessian not positive definite: diagonal floor", 2: "Hessian unusable: RTN"}[fallback]
     if not note and damp > config.percdamp + 1e-9:
         note = f"needed damping {damp:.2f}"
+    note = "; ".join(filter(None, [note, asym_note]))
     held = None
     if held_out is not None and fallback != 2:
         rtn = QuantLinear.from_linear(module, RTNConfig(
             bits=config.bits, group_size=gs, sym=config.sym, mse_clip=config.mse_clip,
             scale_dtype=config.scale_dtype)).to(weight.device)
-        gptq_err, scale = held_out.output_error(layer.dequantize(torch.float32), weight)
-        rtn_err, _ = held_out.output_error(rtn.dequantize(torch.float32), weight)
+        # Both are scored against what the solver aimed at (the asymmetric target with gptaq_alpha).
+        gptq_err, scale = held_out.output_error(layer.dequantize(torch.float32), target)
+        rtn_err, _ = held_out.output_error(rtn.dequantize(torch.float32), target)
         ratio = (gptq_err / scale) ** 0.5 if scale > 0 else 0.0
         rtn_ratio = (rtn_err / scale) ** 0.5 if scale > 0 else 0.0
         held = (ratio, rtn_ratio)

@@ -236,6 +236,49 @@ def test_qgemm_tc_split_k_inside_a_cuda_graph():
     check(ys[0], reference(xs[0], *canon, None, 4, 128), torch.float16)
 
 
+def test_hopper_builds_have_the_wgmma_gemm():
+    # On an H100 a build for sm_90a must route 9+ rows to the wgmma GEMM (the
+    # tests below then exercise it); elsewhere they test the mma.sync GEMM.
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("not an sm_90 GPU")
+    assert quantcore._C.cuda_wgmma, "built without sm_90a code (CMAKE_CUDA_ARCHITECTURES=90a-real)"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("m,n,k,group,sym,scale_dtype,splits", [
+    (9, 256, 1024, 128, True, torch.float16, 0),
+    (16, 4096, 4096, 128, True, torch.float16, 0),
+    (16, 4096, 4096, 128, False, torch.float16, 7),
+    (24, 160, 2048, 32, False, torch.float32, 0),  # N past the last CTA's first strip
+    (33, 544, 1152, 96, False, torch.bfloat16, 0),  # group of 3 K tiles
+    (64, 1056, 4096, -1, True, torch.float16, 0),
+    (64, 1056, 4096, -1, False, torch.bfloat16, 3),
+    (100, 288, 2048, 64, False, torch.float16, 0),
+    (130, 2080, 1024, 128, True, torch.float16, 0),
+    (256, 4096, 1024, 128, False, torch.bfloat16, 0),
+    (256, 800, 8192, 32, True, torch.float32, 5),
+])
+def test_qgemm_tc_wgmma_rows(dtype, m, n, k, group, sym, scale_dtype, splits, monkeypatch):
+    # 9+ rows with K % 128 == 0: on Hopper the wgmma GEMM (qgemm_wg_cuda.cu),
+    # asked for where it is not the default, with the slices of K it picks and
+    # with forced ones; then the same without it.
+    monkeypatch.setenv("QUANTCORE_WGMMA", "1")
+    if splits:
+        monkeypatch.setenv("QUANTCORE_TC_SPLITS", str(splits))
+    gs = k if group == -1 else group
+    canon, tc = tc_operands(n, k, gs, sym, scale_dtype, seed=m + n)
+    x = torch.randn(m, k, dtype=dtype, device="cuda")
+    bias = torch.randn(n, dtype=dtype, device="cuda")
+    y = torch.ops.quantcore.qgemm_tc(x, *tc, bias)
+    check(y, reference(x, *canon, bias, 4, gs), dtype)
+    assert torch.equal(y, torch.ops.quantcore.qgemm_tc(x, *tc, bias))
+    monkeypatch.setenv("QUANTCORE_WGMMA", "0")
+    check(torch.ops.quantcore.qgemm_tc(x, *tc, bias), reference(x, *canon, bias, 4, gs), dtype)
+    monkeypatch.setenv("QUANTCORE_WGMMA", "2")
+    with pytest.raises(ValueError, match="QUANTCORE_WGMMA"):
+        torch.ops.quantcore.qgemm_tc(x, *tc, bias)
+
+
 @pytest.mark.parametrize("scale_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("k", [64, 4160])
 def test_qgemm_tc_reads_every_scale_dtype_and_short_or_long_k(scale_dtype, k):
@@ -294,11 +337,13 @@ def test_quant_linear_builds_the_tc_layout_on_cuda_and_uses_it_for_mid_batches(s
         return original(*args)
 
     monkeypatch.setattr(torch.ops.quantcore, "qgemm_tc", spy)
-    for m in (1, 3, 16, 100, 300):
+    for m in (1, 3, 16, 100, 200, 300):
         x = torch.randn(m, 512, device="cuda", dtype=torch.bfloat16)
         expected = torch.nn.functional.linear(x.double().cpu(), w_ref, b_ref)
         check(q(x), expected, torch.bfloat16)
-    assert calls == [3, 16, 100]
+    # 129-256 rows: the wgmma GEMM on Hopper builds that have it, else dequantize + cuBLAS.
+    hopper = quantcore._C.cuda_wgmma and torch.cuda.get_device_capability() == (9, 0)
+    assert calls == ([3, 16, 100, 200] if hopper else [3, 16, 100])
     q = q.half().cpu()
     assert q._tc_codes is None and q.scales.dtype == torch.float16
 

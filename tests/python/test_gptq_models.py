@@ -410,3 +410,33 @@ def test_skip_first_tokens_leaves_those_positions_out_of_the_hessians(monkeypatc
     torch.testing.assert_close(seen[q_id], expected["q"][0], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="skip_first_tokens"):
         GPTQConfig(seq_len=8, skip_first_tokens=7)
+
+
+@pytest.mark.parametrize("true_sequential", [True, False])
+def test_gptaq_fits_the_float_models_outputs(true_sequential):
+    # gptaq_alpha (asymmetric calibration): each layer aims at the float
+    # model's output, so the quantized model's logits on the calibration text
+    # move towards the float model's, more with alpha = 1 than 0.25.
+    torch.manual_seed(0)
+    model = make_tiny("llama").float()
+    calib = torch.randint(0, 256, (8, 64))
+    with torch.no_grad():
+        ref = model(calib).logits
+    errs = []
+    for alpha in (0.0, 0.25, 1.0):
+        m = copy.deepcopy(model)
+        cfg = GPTQConfig(bits=3, group_size=32, n_samples=8, seq_len=64, rtn_guard=False, gptaq_alpha=alpha,
+                         true_sequential=true_sequential)
+        report = quantcore.quantize_(m, cfg, calib=calib, progress=False)
+        assert len(report.layers) == 14 and sum(isinstance(x, QuantLinear) for x in m.modules()) == 14
+        with torch.no_grad():
+            errs.append(float((m(calib).logits - ref).pow(2).mean()))
+    assert errs[2] < errs[1] < errs[0], errs
+    assert not any(isinstance(x, QuantLinear) for x in model.modules())  # the float copies were copies
+
+
+def test_gptaq_alpha_is_checked():
+    with pytest.raises(ValueError, match="gptaq_alpha"):
+        GPTQConfig(gptaq_alpha=1.5)
+    with pytest.raises(ValueError, match="gptaq_alpha"):
+        GPTQConfig(gptaq_alpha=-0.1)

@@ -30,6 +30,7 @@
 #include "mma_w4.cuh"
 #include "qgemm_few_cuda.h"
 #include "qgemm_tc_cuda.h"
+#include "qgemm_wg_cuda.h"
 #include "weight_stream.cuh"
 
 namespace quantcore::kernels {
@@ -643,6 +644,7 @@ bool qgemm_tc_supported(int64_t N, int64_t K, int64_t group_size) {
 }
 
 int qgemm_tc_plan(QGemmTcArgs& a) {
+  if (qgemm_wg_ok(a)) return qgemm_wg_plan(a);
   if (a.splits > 0) return a.splits;
   // One wave of CTAs (every SM gets the same share of the units), at least
   // two chunks a CTA.
@@ -671,6 +673,7 @@ int qgemm_tc_plan(QGemmTcArgs& a) {
 }
 
 int64_t qgemm_tc_workspace(const QGemmTcArgs& a) {
+  if (qgemm_wg_ok(a)) return qgemm_wg_workspace(a);
   if (qgemm_few_ok(a)) return 0;
   const Work w = work_of(a);
   if (w.ctas == w.tiles) return 0;  // one CTA per tile
@@ -678,6 +681,7 @@ int64_t qgemm_tc_workspace(const QGemmTcArgs& a) {
 }
 
 int64_t qgemm_tc_counters(const QGemmTcArgs& a) {
+  if (qgemm_wg_ok(a)) return qgemm_wg_counters(a);
   if (qgemm_few_ok(a)) return 0;
   const Work w = work_of(a);
   return w.ctas == w.tiles ? 0 : w.tiles;
@@ -689,6 +693,7 @@ int qgemm_tc_cuda(const QGemmTcArgs& a, void* stream) {
     return int(cudaErrorInvalidValue);
   if (a.M == 0) return 0;
   cudaStream_t stream_ = static_cast<cudaStream_t>(stream);
+  if (qgemm_wg_ok(a)) return qgemm_wg_cuda(a, stream);
   if (qgemm_few_ok(a)) return qgemm_few_cuda(a, stream);
   return int(visit(a, [&](auto cfg) {
     using C = decltype(cfg);

@@ -38,6 +38,8 @@ struct QGemmTcArgs {
   GpuFloat scale = GpuFloat::kF16;    // kF16, kBF16 or kF32
   int splits = 0;                     // K chunks per output tile; the launcher deals tiles x splits
                                       // units to min(tiles x splits, one wave) CTAs (stream-K); 0 = choose
+  int wgmma = -1;                     // the Hopper wgmma GEMM (qgemm_wg_cuda.h): -1 where it is the faster
+                                      // (by M), 0 never, 1 wherever it can run
 };
 
 // K % 64 == 0, N % 32 == 0, group as above.

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <utility>
 
 namespace quantcore::kernels {
@@ -70,10 +71,10 @@ inline cudaError_t current_device_info(DeviceInfo& info) {
   return cudaSuccess;
 }
 
-// Launches kernel<<<grid, block, smem, stream>>>(args...) with programmatic
-// dependent launch where the device has it (sm_90 on), so the kernel's launch
-// overlaps the previous kernel's tail; the kernel must call
-// wait_for_previous_grid() before touching global memory.
+// Launches kernel<<<grid, block, smem, stream>>>(args...), with programmatic
+// dependent launch where the device has it (sm_90 on) and QUANTCORE_PDL=1 asks
+// for it, so the kernel's launch overlaps the previous kernel's tail; the
+// kernel must call wait_for_previous_grid() before touching global memory.
 template <typename... Params, typename... Args>
 cudaError_t launch_early(void (*kernel)(Params...), unsigned grid, unsigned block, size_t smem, cudaStream_t stream,
                          const DeviceInfo& dev, Args&&... args) {
@@ -86,7 +87,15 @@ cudaError_t launch_early(void (*kernel)(Params...), unsigned grid, unsigned bloc
   attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr.val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = &attr;
-  cfg.numAttrs = dev.major >= 9 ? 1 : 0;
+  // Off unless QUANTCORE_PDL=1 (read once): in builds that really target
+  // sm_90 (griddepcontrol compiled in) the H100 measured every kernel slower
+  // with it, e.g. the 16-row GEMM on 8192 x 8192 38.4 us against 29.1 us
+  // (benchmarks/RESULTS.md, 2026-11-25).
+  static const bool pdl = [] {
+    const char* v = std::getenv("QUANTCORE_PDL");
+    return v != nullptr && v[0] == '1';
+  }();
+  cfg.numAttrs = dev.major >= 9 && pdl ? 1 : 0;
   return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
 }
 

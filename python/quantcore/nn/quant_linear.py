@@ -19,6 +19,17 @@ _CUDA_KERNELS = bool(_C.cuda_kernels)  # built with QUANTCORE_ENABLE_CUDA
 # Batches (rows of x) served by the tensor-core GEMM on CUDA; below it the GEMV
 # is faster, above it dequantize + cuBLAS (benchmarks/RESULTS.md, issue 5).
 _TC_MIN_M, _TC_MAX_M = 3, 128
+# With the Hopper wgmma GEMM (an sm_90a build on an sm_90 GPU) up to 256 rows.
+_TC_MAX_M_WGMMA = 256
+_tc_max_m: dict = {}  # device index -> rows
+
+
+def _tc_rows_limit(device: torch.device) -> int:
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _tc_max_m:
+        hopper = bool(getattr(_C, "cuda_wgmma", False)) and torch.cuda.get_device_capability(index) == (9, 0)
+        _tc_max_m[index] = _TC_MAX_M_WGMMA if hopper else _TC_MAX_M
+    return _tc_max_m[index]
 
 
 def is_conv1d(module: nn.Module) -> bool:
@@ -57,8 +68,8 @@ class QuantLinear(nn.Module):
     ``forward`` runs the fused CPU kernel for 4- and 8-bit weights; on CUDA (a
     build with ``QUANTCORE_ENABLE_CUDA=ON``, fp16/bf16 activations) the GEMV
     kernel for 1-2 rows (up to 8 for 8-bit layers and 4-bit layers that have
-    no tensor-core layout), the tensor-core GEMM for 3-128 rows (4-bit) and
-    dequantize + cuBLAS beyond; dequantize + ``F.linear`` otherwise. The layer
+    no tensor-core layout), the tensor-core GEMM for 3-128 rows (4-bit; 3-256
+    on Hopper with an sm_90a build) and dequantize + cuBLAS beyond; dequantize + ``F.linear`` otherwise. The layer
     keeps a float32 copy of the scales for the CPU kernel, rebuilt by
     :meth:`repack` after loading; ``.to(dtype)`` on the model converts the bias
     but never the scales, which would change the weights. On a GPU a 4-bit
@@ -293,11 +304,11 @@ class QuantLinear(nn.Module):
             return y.view(*x.shape[:-1], self.out_features)
         if (x.device.type == "cuda" and _CUDA_KERNELS and self.bits in (4, 8) and self.group_size % 32 == 0
                 and x.dtype in (torch.float16, torch.bfloat16)):
-            # GEMV for 1-2 rows, the tensor-core GEMM (4-bit) up to 128, else dequantize +
+            # GEMV for 1-2 rows, the tensor-core GEMM (4-bit) up to 128 (256 on Hopper), else dequantize +
             # cuBLAS (cpp/kernels/cuda/); the stored scales are read at their own precision.
             x2 = x.reshape(-1, self.in_features)
             x2 = x2.index_select(1, self.perm) if self.perm is not None else x2.contiguous()
-            if self._tc_codes is not None and _TC_MIN_M <= x2.shape[0] <= _TC_MAX_M:
+            if self._tc_codes is not None and _TC_MIN_M <= x2.shape[0] <= _tc_rows_limit(x2.device):
                 y = torch.ops.quantcore.qgemm_tc(x2, self._tc_codes, self._tc_scales, self._tc_zeros, self.bias)
             else:
                 y = torch.ops.quantcore.qlinear(x2, self.qweight, self.scales, self.zeros, self.bias, self.bits,

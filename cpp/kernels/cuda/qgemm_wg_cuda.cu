@@ -1,0 +1,423 @@
+// W4A16 GEMM on Hopper warpgroup MMAs (wgmma, sm_90a), layout in qgemm_tc_cuda.h.
+//
+// The weights are the MMA's A operand and x^T its B (y^T = W x^T), as in the
+// few-rows kernel: each warp streams its own 32-wide strip of codes from
+// global memory straight into registers (ld.global.nc, a chunk of K tiles
+// ahead of the math), dequantizes them with the magic-number trick and the
+// group scale into A fragments, and never stages them in shared memory. The
+// rows of x go through a cp.async pipeline into shared memory in the
+// wgmma's K-major "core matrix" layout (8 rows x 16 bytes contiguous), with
+// the stage's group scales and zeros beside them; the warpgroup's
+// wgmma.m64nNk16 reads them from there. A warpgroup's four warps cover four
+// strips (128 outputs): the two m16 halves of the strips are two m64
+// accumulators.
+//
+// Work: tiles of BN rows of x by 128 WG outputs, times `splits` slices of
+// K. A CTA does one (tile, slice); with several slices each writes fp32
+// partial sums to its workspace slot, and the last to arrive adds the slots
+// in slice order (results do not depend on timing) and writes y.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "float_types.cuh"
+#include "mma_w4.cuh"
+#include "qgemm_wg_cuda.h"
+#include "weight_stream.cuh"
+#include "wgmma_ops.cuh"
+
+namespace quantcore::kernels {
+
+namespace {
+
+constexpr int kTileK = 32;   // inputs per 16-byte code load of a lane
+constexpr int kMaxSplits = 16;
+// Rows of x for which it beats the mma.sync GEMM (qgemm_tc_cuda.cu) on the
+// H100 (benchmarks/RESULTS.md): there it is the default; elsewhere only when asked.
+constexpr int64_t kAutoMinM = 128, kAutoMaxM = 1 << 30;
+
+// BN rows of x per tile, WG warpgroups (128 WG outputs), ST K tiles a
+// pipeline stage, STAGES stages, D K tiles of codes per register chunk.
+template <int BN_, int WG_, int ST_, int STAGES_, int D_>
+struct WgShape {
+  static constexpr int BN = BN_, WG = WG_, ST = ST_, kStages = STAGES_, D = D_;
+  static constexpr int kThreads = 128 * WG;
+  static constexpr int kCtaN = 128 * WG;
+  static constexpr int kChunks = ST * kTileK / 8;  // 16-byte pieces of one row of x in a stage
+  static_assert(D % ST == 0, "a register chunk holds whole stages");
+};
+
+template <typename ScaleT, class P>
+struct WgStage {
+  uint4 x[P::BN / 8][P::kChunks][8];  // core matrices: [8-row group][8-input chunk][row in group]
+  ScaleT scales[P::ST][P::kCtaN];     // each K tile's group, for the CTA's outputs
+  uint8_t zeros[P::ST][P::kCtaN];
+};
+
+struct WgWork {
+  int mtiles = 1, ntiles = 1, splits = 1, stages = 1;  // stages: of all K
+  __host__ __device__ int tiles() const { return mtiles * ntiles; }
+};
+
+// ------------------------------------------------------------ PTX wrappers
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Keeps the compiler from touching `v` across a wgmma wait (the MMA writes it behind its back).
+__device__ __forceinline__ void fence_operand(float& v) { asm volatile("" : "+f"(v)::"memory"); }
+
+// Shared-memory matrix descriptor, no swizzle: `lbo` bytes between core
+// matrices along K, `sbo` between 8-row groups.
+__device__ __forceinline__ uint64_t make_smem_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+  return uint64_t((addr >> 4) & 0x3FFF) | uint64_t((lbo >> 4) & 0x3FFF) << 16 | uint64_t((sbo >> 4) & 0x3FFF) << 32;
+}
+
+// ------------------------------------------------------------------ kernel
+
+template <typename T, typename ScaleT, class P, bool ASYM>
+__global__ void __launch_bounds__(P::kThreads, 1) qgemm_w4_wg_kernel(QGemmTcArgs a, WgWork w) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using St = WgStage<ScaleT, P>;
+  using H2 = typename Half2Of<T>::type;
+  constexpr int BN = P::BN, ST = P::ST, S = P::kStages, D = P::D, NACC = BN / 2;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  St* stages = reinterpret_cast<St*>(smem_raw);
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  const int tile = blockIdx.x / w.splits, split = blockIdx.x % w.splits;
+  const int64_t m0 = int64_t(tile % w.mtiles) * BN, n0 = int64_t(tile / w.mtiles) * P::kCtaN;
+  // The last tile may reach past N (N % 32 == 0): warps past it stream no codes
+  // (zeros: their A fragments are zero) and store nothing.
+  const bool strip_ok = n0 + 32 * (warp + 1) <= a.N;
+  const int s0 = int(int64_t(split) * w.stages / w.splits), s1 = int(int64_t(split + 1) * w.stages / w.splits);
+  const int n_stages = s1 - s0, n_tiles = n_stages * ST;
+  const int KT = int(a.K / kTileK);
+  const int32_t* codes = a.codes + (strip_ok ? n0 / 32 + warp : 0) * int64_t(KT) * 128 + int64_t(s0) * ST * 128 + lane * 4;
+  const T* x = reinterpret_cast<const T*>(a.x);
+
+  // One stage's copies: rows of x (zeros past M), then the K tiles' scales and zeros.
+  auto copy_stage = [&](int s) {
+    St& dst = stages[s % S];
+    const int64_t k0 = int64_t(s0 + s) * ST * kTileK;
+    constexpr int kX = BN * P::kChunks;
+    constexpr int kSc = ST * P::kCtaN * int(sizeof(ScaleT)) / 16, kZ = ASYM ? ST * P::kCtaN / 16 : 0;
+    for (int i = tid; i < kX + kSc + kZ; i += P::kThreads) {
+      if (i < kX) {
+        const int r = i / P::kChunks, c = i % P::kChunks;
+        const bool ok = m0 + r < a.M;
+        cp_async16(smem_addr(&dst.x[r / 8][c][r % 8]), x + (ok ? (m0 + r) * a.K : 0) + k0 + c * 8, ok);
+      } else if (i < kX + kSc) {
+        constexpr int per = P::kCtaN * int(sizeof(ScaleT)) / 16;
+        const int tt = (i - kX) / per, c = (i - kX) % per;
+        const int64_t grp = (k0 + tt * kTileK) / a.group_size;
+        const bool ok = n0 + (c + 1) * (16 / int(sizeof(ScaleT))) <= a.N;
+        const char* src = reinterpret_cast<const char*>(a.scales) + (grp * a.N + (ok ? n0 : 0)) * int64_t(sizeof(ScaleT));
+        cp_async16(smem_addr(reinterpret_cast<char*>(dst.scales[tt]) + c * 16), src + (ok ? c * 16 : 0), ok);
+      } else {
+        constexpr int per = P::kCtaN / 16;
+        const int tt = (i - kX - kSc) / per, c = (i - kX - kSc) % per;
+        const int64_t grp = (k0 + tt * kTileK) / a.group_size;
+        const bool ok = n0 + (c + 1) * 16 <= a.N;
+        cp_async16(smem_addr(&dst.zeros[tt][c * 16]), a.zeros + grp * a.N + (ok ? n0 + c * 16 : 0), ok);
+      }
+    }
+  };
+
+  uint4 nxt[D];
+  auto load_chunk = [&](int base) {
+#pragma unroll
+    for (int i = 0; i < D; ++i)
+      nxt[i] = strip_ok && base + i < n_tiles ? load_codes_nc(codes + int64_t(base + i) * 128) : make_uint4(0, 0, 0, 0);
+  };
+
+  wait_for_previous_grid();
+  load_chunk(0);
+#pragma unroll
+  for (int s = 0; s < S - 1; ++s) {
+    if (s < n_stages) copy_stage(s);
+    cp_async_commit();
+  }
+  allow_next_grid();
+
+  float acc[2][NACC];
+#pragma unroll
+  for (int np = 0; np < 2; ++np)
+#pragma unroll
+    for (int i = 0; i < NACC; ++i) acc[np][i] = 0.f;
+  const H2 off_sym = splat<T>(Dequant<T>::kMagic + 8.f);
+  const int wl = warp % 4;  // warp in its warpgroup: rows 16 wl .. of both m64 accumulators
+  const int n_mine = 32 * warp + g;  // this lane's outputs: n_mine + 16 np + 8 h (CTA-relative)
+  constexpr uint32_t kSbo = P::kChunks * 128;  // bytes between 8-row groups of x
+  (void)wl;
+
+  int st = 0;  // stage being computed
+  for (int base = 0; base < n_tiles; base += D) {
+    uint4 cur[D];
+#pragma unroll
+    for (int i = 0; i < D; ++i) cur[i] = nxt[i];
+    load_chunk(base + D);
+#pragma unroll
+    for (int i = 0; i < D; ++i) {
+      if (base + i >= n_tiles) break;  // n_tiles is whole stages: this is a stage boundary
+      const int tt = i % ST;
+      if (tt == 0) {
+        // Stage st is needed and stage st - 1's slot is to be refilled (every
+        // warpgroup's wgmmas on it are done: each waits for its own).
+        cp_async_wait<S - 2>();
+        __syncthreads();
+        if (st + S - 1 < n_stages) copy_stage(st + S - 1);
+        cp_async_commit();
+      }
+      const St& cs = stages[st % S];
+      uint32_t af[2][2][4];  // [np][ks]: A fragments, scaled
+      const uint32_t q[4] = {cur[i].x, cur[i].y, cur[i].z, cur[i].w};  // word 2 ks + np
+#pragma unroll
+      for (int np = 0; np < 2; ++np) {
+        const int nl = n_mine + 16 * np;
+        const H2 s_lo = splat<T>(to_float<ScaleT>(cs.scales[tt][nl]));
+        const H2 s_hi = splat<T>(to_float<ScaleT>(cs.scales[tt][nl + 8]));
+        H2 off_lo = off_sym, off_hi = off_sym;
+        if constexpr (ASYM) {
+          off_lo = splat<T>(Dequant<T>::kMagic + float(cs.zeros[tt][nl]));
+          off_hi = splat<T>(Dequant<T>::kMagic + float(cs.zeros[tt][nl + 8]));
+        }
+#pragma unroll
+        for (int ks = 0; ks < 2; ++ks) {
+          uint32_t b[4];
+          Dequant<T>::run(q[2 * ks + np], off_lo, off_hi, b);
+          af[np][ks][0] = as_u32(__hmul2(from_u32<H2>(b[0]), s_lo));  // row g, K 2t
+          af[np][ks][1] = as_u32(__hmul2(from_u32<H2>(b[2]), s_hi));  // row g + 8, K 2t
+          af[np][ks][2] = as_u32(__hmul2(from_u32<H2>(b[1]), s_lo));  // row g, K 2t + 8
+          af[np][ks][3] = as_u32(__hmul2(from_u32<H2>(b[3]), s_hi));  // row g + 8, K 2t + 8
+        }
+      }
+      wgmma_fence();
+      const uint32_t xs = smem_addr(&cs.x[0][tt * 4][0]);
+#pragma unroll
+      for (int ks = 0; ks < 2; ++ks)
+#pragma unroll
+        for (int np = 0; np < 2; ++np)
+          Wgmma<T, BN>::run(acc[np], af[np][ks], make_smem_desc(xs + ks * 256, 128, kSbo));
+      wgmma_commit();
+      // Done before the next tile's fragments are written: ptxas serializes
+      // every wgmma when their input registers change while one is in flight.
+      // Other warpgroups on the SM fill this wait.
+      wgmma_wait<0>();
+      if (tt == ST - 1) ++st;
+    }
+  }
+  wgmma_wait<0>();
+#pragma unroll
+  for (int np = 0; np < 2; ++np)
+#pragma unroll
+    for (int i = 0; i < NACC; ++i) fence_operand(acc[np][i]);
+  cp_async_wait<0>();
+
+  // acc[np][4 j + e]: output n0 + n_mine + 16 np + 8 (e / 2), row m0 + 8 j + 2 t + e % 2.
+  auto for_each_pair = [&](auto&& f) {  // f(np, j, h, n_local, m_local): elements e = 2 h, 2 h + 1
+#pragma unroll
+    for (int np = 0; np < 2; ++np)
+#pragma unroll
+      for (int j = 0; j < BN / 8; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) f(np, j, h, n_mine + 16 * np + 8 * h, 8 * j + 2 * t);
+  };
+  if (w.splits > 1) {
+    constexpr int64_t kSlot = int64_t(BN) * P::kCtaN;
+    float* mine = a.workspace + (int64_t(tile) * w.splits + split) * kSlot;
+    for_each_pair([&](int np, int j, int h, int nl, int ml) {
+      __stcg(reinterpret_cast<float2*>(mine + nl * BN + ml), make_float2(acc[np][4 * j + 2 * h], acc[np][4 * j + 2 * h + 1]));
+    });
+    __threadfence();
+    __syncthreads();
+    __shared__ int arrived;
+    if (tid == 0) {
+      arrived = atomicAdd(a.counters + tile, 1);
+      if (arrived == w.splits - 1) atomicExch(a.counters + tile, 0);  // all in: zero for the next launch
+    }
+    __syncthreads();
+    if (arrived != w.splits - 1) return;
+    __threadfence();
+    for_each_pair([&](int np, int j, int h, int, int) { acc[np][4 * j + 2 * h] = acc[np][4 * j + 2 * h + 1] = 0.f; });
+    for (int q = 0; q < w.splits; ++q) {  // in slice order: the sum does not depend on timing
+      const float* part = a.workspace + (int64_t(tile) * w.splits + q) * kSlot;
+      for_each_pair([&](int np, int j, int h, int nl, int ml) {
+        const float2 v = __ldcg(reinterpret_cast<const float2*>(part + nl * BN + ml));
+        acc[np][4 * j + 2 * h] += v.x;
+        acc[np][4 * j + 2 * h + 1] += v.y;
+      });
+    }
+  }
+  T* y = reinterpret_cast<T*>(a.y);
+  const T* bias = reinterpret_cast<const T*>(a.bias);
+  if (!strip_ok) return;
+  for_each_pair([&](int np, int j, int h, int nl, int ml) {
+    const int64_t n = n0 + nl;
+    const float b = bias ? to_float<T>(bias[n]) : 0.f;
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int64_t m = m0 + ml + e;
+      if (m < a.M) y[m * a.N + n] = from_float<T>(acc[np][4 * j + 2 * h + e] + b);
+    }
+  });
+#endif
+}
+
+// ------------------------------------------------------------------ launch
+
+template <int BN, int WG, int ST, int STAGES, int D>
+using Shp = WgShape<BN, WG, ST, STAGES, D>;
+
+template <typename T, typename ScaleT, class P, bool ASYM>
+struct Config {
+  using Shape = P;
+  static constexpr int kSmem = P::kStages * int(sizeof(WgStage<ScaleT, P>));
+  static constexpr auto kernel() { return qgemm_w4_wg_kernel<T, ScaleT, P, ASYM>; }
+};
+
+// Calls f(Config<...>{}) for the instantiation that serves `a`.
+template <typename F>
+cudaError_t visit(const QGemmTcArgs& a, F&& f) {
+  auto shapes = [&](auto act, auto scale, auto asym) {
+    using T = decltype(act);
+    using S = decltype(scale);
+    constexpr bool A = decltype(asym)::value;
+    if (a.M <= 16) return f(Config<T, S, Shp<16, 1, 4, 4, 8>, A>{});
+    if (a.M <= 32) return f(Config<T, S, Shp<32, 1, 4, 4, 8>, A>{});
+    if (a.M <= 64) return f(Config<T, S, Shp<64, 1, 4, 4, 8>, A>{});
+    return f(Config<T, S, Shp<128, 2, 4, 4, 4>, A>{});
+  };
+  auto zeros = [&](auto act, auto scale) {
+    return a.zeros ? shapes(act, scale, std::true_type{}) : shapes(act, scale, std::false_type{});
+  };
+  auto scales = [&](auto act) {
+    switch (a.scale) {
+      case GpuFloat::kF16: return zeros(act, __half{});
+      case GpuFloat::kBF16: return zeros(act, __nv_bfloat16{});
+      default: return zeros(act, float{});
+    }
+  };
+  return a.act == GpuFloat::kBF16 ? scales(__nv_bfloat16{}) : scales(__half{});
+}
+
+// Opts the kernel in to its shared memory (per device) and returns how many CTAs fit on one SM.
+template <typename C>
+cudaError_t prepare(int* ctas_per_sm) {
+  static unsigned long long configured = 0;  // bit d: done on device d (a race only repeats the call)
+  static int occupancy[64] = {};
+  int dev = 0;
+  if (cudaError_t e = cudaGetDevice(&dev); e != cudaSuccess) return e;
+  const int slot = dev < 64 ? dev : 63;
+  if (dev >= 64 || !(configured >> dev & 1ull)) {
+    cudaError_t e = cudaFuncSetAttribute(C::kernel(), cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
+    if (e == cudaSuccess)
+      e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occupancy[slot], C::kernel(), C::Shape::kThreads, C::kSmem);
+    if (e != cudaSuccess) return e;
+    if (dev < 64) configured |= 1ull << dev;
+  }
+  *ctas_per_sm = occupancy[slot] > 0 ? occupancy[slot] : 1;
+  return cudaSuccess;
+}
+
+// Tiles of `a` for shape P and the K slices that fill one wave of CTAs
+// (a.splits when set), each slice at least two stages.
+template <class P>
+WgWork make_work(const QGemmTcArgs& a, int ctas_per_sm) {
+  WgWork w;
+  w.mtiles = int((a.M + P::BN - 1) / P::BN);
+  w.ntiles = int((a.N + P::kCtaN - 1) / P::kCtaN);
+  w.stages = int(a.K / (P::ST * kTileK));
+  int64_t s = a.splits;
+  if (s < 1) {
+    DeviceInfo dev;
+    const int sms = current_device_info(dev) == cudaSuccess ? dev.sms : 1;
+    const int64_t wave = int64_t(ctas_per_sm) * sms;
+    s = (wave + w.tiles() - 1) / w.tiles();
+    if (s * w.tiles() > wave && s > 1 && 10 * (s - 1) * w.tiles() >= 9 * wave) --s;  // a partial second wave costs more
+  }
+  const int64_t max_s = w.stages / 2 < kMaxSplits ? w.stages / 2 : kMaxSplits;
+  if (s > max_s) s = max_s;
+  w.splits = int(s > 1 ? s : 1);
+  return w;
+}
+
+WgWork work_of(const QGemmTcArgs& a) {
+  WgWork w;
+  visit(a, [&](auto cfg) {
+    int occupancy = 1;
+    if (prepare<decltype(cfg)>(&occupancy) != cudaSuccess) occupancy = 1;
+    w = make_work<typename decltype(cfg)::Shape>(a, occupancy);
+    return cudaSuccess;
+  });
+  return w;
+}
+
+int64_t slot_floats(const QGemmTcArgs& a) {
+  int64_t n = 0;
+  visit(a, [&](auto cfg) {
+    using P = typename decltype(cfg)::Shape;
+    n = int64_t(P::BN) * P::kCtaN;
+    return cudaSuccess;
+  });
+  return n;
+}
+
+}  // namespace
+
+bool qgemm_wg_built() {
+#if defined(QUANTCORE_HAVE_SM90A)
+  return true;
+#else
+  return false;
+#endif
+}
+
+bool qgemm_wg_ok(const QGemmTcArgs& a) {
+#if defined(QUANTCORE_HAVE_SM90A)
+  DeviceInfo dev;
+  if (current_device_info(dev) != cudaSuccess || dev.major != 9) return false;
+  if (a.wgmma == 0 || (a.wgmma < 0 && (a.M < kAutoMinM || a.M > kAutoMaxM))) return false;
+  return a.M > 8 && a.N % 32 == 0 && a.K % 128 == 0 && a.group_size % kTileK == 0 && a.K % a.group_size == 0 &&
+         (a.act == GpuFloat::kF16 || a.act == GpuFloat::kBF16);
+#else
+  (void)a;
+  return false;
+#endif
+}
+
+int qgemm_wg_plan(QGemmTcArgs& a) {
+  if (a.splits > 0) return a.splits;
+  a.splits = work_of(a).splits;
+  return a.splits;
+}
+
+int64_t qgemm_wg_workspace(const QGemmTcArgs& a) {
+  const WgWork w = work_of(a);
+  return w.splits > 1 ? int64_t(w.tiles()) * w.splits * slot_floats(a) : 0;
+}
+
+int64_t qgemm_wg_counters(const QGemmTcArgs& a) {
+  const WgWork w = work_of(a);
+  return w.splits > 1 ? w.tiles() : 0;
+}
+
+int qgemm_wg_cuda(const QGemmTcArgs& a, void* stream) {
+  if (!qgemm_wg_ok(a) || a.splits < 1 || a.splits > kMaxSplits) return int(cudaErrorInvalidValue);
+  if (a.M == 0) return 0;
+  return int(visit(a, [&](auto cfg) {
+    using C = decltype(cfg);
+    int occupancy = 1;
+    if (cudaError_t e = prepare<C>(&occupancy); e != cudaSuccess) return e;
+    const WgWork w = make_work<typename C::Shape>(a, occupancy);
+    if (w.splits > 1 && (a.workspace == nullptr || a.counters == nullptr)) return cudaErrorInvalidValue;
+    DeviceInfo dev;
+    if (cudaError_t e = current_device_info(dev); e != cudaSuccess) return e;
+    return launch_early(C::kernel(), unsigned(w.tiles() * w.splits), unsigned(C::Shape::kThreads), size_t(C::kSmem),
+                        static_cast<cudaStream_t>(stream), dev, a, w);
+  }));
+}
+
+}  // namespace quantcore::kernels
