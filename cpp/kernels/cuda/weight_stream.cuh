@@ -87,10 +87,9 @@ cudaError_t launch_early(void (*kernel)(Params...), unsigned grid, unsigned bloc
   attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr.val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = &attr;
-  // Off unless QUANTCORE_PDL=1 (read once): in builds that really target
-  // sm_90 (griddepcontrol compiled in) the H100 measured every kernel slower
-  // with it, e.g. the 16-row GEMM on 8192 x 8192 38.4 us against 29.1 us
-  // (benchmarks/RESULTS.md, 2026-11-25).
+  // Off unless QUANTCORE_PDL=1 (read once): a same-build toggle on the H100
+  // measured the kernels slower with it, e.g. the 16-row GEMM on 8192 x 8192
+  // 38.4 us against 29.1 us (benchmarks/RESULTS.md, 2026-11-25; open question).
   static const bool pdl = [] {
     const char* v = std::getenv("QUANTCORE_PDL");
     return v != nullptr && v[0] == '1';
