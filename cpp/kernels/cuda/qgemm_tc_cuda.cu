@@ -567,20 +567,7 @@ cudaError_t visit(const QGemmTcArgs& a, F&& f) {
 // CTAs fit on one SM.
 template <typename C>
 cudaError_t prepare(int* ctas_per_sm) {
-  static unsigned long long configured = 0;  // bit d: done on device d (a race only repeats the call)
-  static int occupancy[64] = {};
-  int dev = 0;
-  cudaGetDevice(&dev);
-  const int slot = dev < 64 ? dev : 63;
-  if (dev >= 64 || !(configured >> dev & 1ull)) {
-    cudaError_t e = cudaFuncSetAttribute(C::kernel(), cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
-    if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occupancy[slot], C::kernel(), C::kThreadsPerCta,
-                                                                            C::kSmem);
-    if (e != cudaSuccess) return e;
-    if (dev < 64) configured |= 1ull << dev;
-  }
-  if (ctas_per_sm) *ctas_per_sm = occupancy[slot] > 0 ? occupancy[slot] : 1;
-  return cudaSuccess;
+  return prepare_kernel<C::kernel()>(C::kThreadsPerCta, C::kSmem, ctas_per_sm);
 }
 
 int sm_count() {

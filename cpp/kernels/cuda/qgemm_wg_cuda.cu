@@ -148,10 +148,8 @@ __global__ void __launch_bounds__(P::kThreads, 1) qgemm_w4_wg_kernel(QGemmTcArgs
 #pragma unroll
     for (int i = 0; i < NACC; ++i) acc[np][i] = 0.f;
   const H2 off_sym = splat<T>(Dequant<T>::kMagic + 8.f);
-  const int wl = warp % 4;  // warp in its warpgroup: rows 16 wl .. of both m64 accumulators
   const int n_mine = 32 * warp + g;  // this lane's outputs: n_mine + 16 np + 8 h (CTA-relative)
   constexpr uint32_t kSbo = P::kChunks * 128;  // bytes between 8-row groups of x
-  (void)wl;
 
   int st = 0;  // stage being computed
   for (int base = 0; base < n_tiles; base += D) {
@@ -303,23 +301,9 @@ cudaError_t visit(const QGemmTcArgs& a, F&& f) {
   return a.act == GpuFloat::kBF16 ? scales(__nv_bfloat16{}) : scales(__half{});
 }
 
-// Opts the kernel in to its shared memory (per device) and returns how many CTAs fit on one SM.
 template <typename C>
 cudaError_t prepare(int* ctas_per_sm) {
-  static unsigned long long configured = 0;  // bit d: done on device d (a race only repeats the call)
-  static int occupancy[64] = {};
-  int dev = 0;
-  if (cudaError_t e = cudaGetDevice(&dev); e != cudaSuccess) return e;
-  const int slot = dev < 64 ? dev : 63;
-  if (dev >= 64 || !(configured >> dev & 1ull)) {
-    cudaError_t e = cudaFuncSetAttribute(C::kernel(), cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
-    if (e == cudaSuccess)
-      e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occupancy[slot], C::kernel(), C::Shape::kThreads, C::kSmem);
-    if (e != cudaSuccess) return e;
-    if (dev < 64) configured |= 1ull << dev;
-  }
-  *ctas_per_sm = occupancy[slot] > 0 ? occupancy[slot] : 1;
-  return cudaSuccess;
+  return prepare_kernel<C::kernel()>(C::Shape::kThreads, C::kSmem, ctas_per_sm);
 }
 
 // Tiles of `a` for shape P and the K slices that fill one wave of CTAs

@@ -71,6 +71,26 @@ inline cudaError_t current_device_info(DeviceInfo& info) {
   return cudaSuccess;
 }
 
+// Opts `Kernel` in to `smem` bytes of dynamic shared memory on the current
+// device (once per device) and returns how many CTAs of `threads` fit on one SM.
+// A template on the kernel itself, so every kernel keeps its own record.
+template <auto Kernel>
+cudaError_t prepare_kernel(int threads, int smem, int* ctas_per_sm) {
+  static unsigned long long configured = 0;  // bit d: done on device d (a race only repeats the call)
+  static int occupancy[64] = {};
+  int dev = 0;
+  if (cudaError_t e = cudaGetDevice(&dev); e != cudaSuccess) return e;
+  const int slot = dev < 64 ? dev : 63;
+  if (dev >= 64 || !(configured >> dev & 1ull)) {
+    cudaError_t e = cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occupancy[slot], Kernel, threads, smem);
+    if (e != cudaSuccess) return e;
+    if (dev < 64) configured |= 1ull << dev;
+  }
+  if (ctas_per_sm) *ctas_per_sm = occupancy[slot] > 0 ? occupancy[slot] : 1;
+  return cudaSuccess;
+}
+
 // Launches kernel<<<grid, block, smem, stream>>>(args...), with programmatic
 // dependent launch where the device has it (sm_90 on) and QUANTCORE_PDL=1 asks
 // for it, so the kernel's launch overlaps the previous kernel's tail; the
