@@ -91,10 +91,30 @@ cudaError_t prepare_kernel(int threads, int smem, int* ctas_per_sm) {
   return cudaSuccess;
 }
 
+// When a launch may overlap the previous kernel's tail (programmatic dependent
+// launch): QUANTCORE_PDL=1 always, =0 never (read once); otherwise only while
+// `stream` is being captured into a CUDA graph. On the H100 (benchmarks/RESULTS.md,
+// 2026-11-25) PDL made replayed graphs faster (W4 GEMV 8192 x 8192: 14.3 against
+// 14.7 us; 16-row GEMM 26.2 against 27.5 us) but eager launches slower (the
+// 16-row GEMM 37-39 against 28-30 us over three interleaved runs).
+inline bool use_pdl(cudaStream_t stream) {
+  static const int forced = [] {
+    const char* v = std::getenv("QUANTCORE_PDL");
+    return v == nullptr || v[0] == '\0' ? -1 : v[0] == '1' ? 1 : 0;
+  }();
+  if (forced >= 0) return forced == 1;
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(stream, &status) != cudaSuccess) {
+    (void)cudaGetLastError();  // e.g. the legacy stream while another captures: not an error of ours
+    return false;
+  }
+  return status == cudaStreamCaptureStatusActive;
+}
+
 // Launches kernel<<<grid, block, smem, stream>>>(args...), with programmatic
-// dependent launch where the device has it (sm_90 on) and QUANTCORE_PDL=1 asks
-// for it, so the kernel's launch overlaps the previous kernel's tail; the
-// kernel must call wait_for_previous_grid() before touching global memory.
+// dependent launch where the device has it (sm_90 on) and use_pdl() says so,
+// so the kernel's launch overlaps the previous kernel's tail; the kernel must
+// call wait_for_previous_grid() before touching global memory.
 template <typename... Params, typename... Args>
 cudaError_t launch_early(void (*kernel)(Params...), unsigned grid, unsigned block, size_t smem, cudaStream_t stream,
                          const DeviceInfo& dev, Args&&... args) {
@@ -107,14 +127,7 @@ cudaError_t launch_early(void (*kernel)(Params...), unsigned grid, unsigned bloc
   attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr.val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = &attr;
-  // Off unless QUANTCORE_PDL=1 (read once): a same-build toggle on the H100
-  // measured the kernels slower with it, e.g. the 16-row GEMM on 8192 x 8192
-  // 38.4 us against 29.1 us (benchmarks/RESULTS.md, 2026-11-25; open question).
-  static const bool pdl = [] {
-    const char* v = std::getenv("QUANTCORE_PDL");
-    return v != nullptr && v[0] == '1';
-  }();
-  cfg.numAttrs = dev.major >= 9 && pdl ? 1 : 0;
+  cfg.numAttrs = dev.major >= 9 && use_pdl(stream) ? 1 : 0;
   return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
 }
 
