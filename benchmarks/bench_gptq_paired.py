@@ -36,6 +36,8 @@ def main() -> None:
     ap.add_argument("--no-guard", action="store_true", help="GPTQConfig(rtn_guard=False): GPTQ on every layer")
     ap.add_argument("--percdamp", type=float, default=0.01, help="GPTQConfig(percdamp=...)")
     ap.add_argument("--skip-first-tokens", type=int, default=0, help="GPTQConfig(skip_first_tokens=...)")
+    ap.add_argument("--sink-weight", type=float, default=None,
+                    help="GPTQConfig(sink_weight=...): weight of each window's first position in H (default: the config's)")
     ap.add_argument("--gptaq-alpha", type=float, default=0.0, help="GPTQConfig(gptaq_alpha=...): asymmetric calibration")
     ap.add_argument("--act-order-only", action="store_true", help="skip the GPTQ run without act-order")
     args = ap.parse_args()
@@ -64,7 +66,8 @@ def main() -> None:
         cfg = quantcore.GPTQConfig(bits=args.bits, group_size=args.group_size, act_order=act_order, n_samples=args.samples,
                                    seq_len=512, rtn_guard=not args.no_guard,
                                    skip_first_tokens=args.skip_first_tokens, percdamp=args.percdamp,
-                                   gptaq_alpha=args.gptaq_alpha)
+                                   gptaq_alpha=args.gptaq_alpha,
+                                   **({} if args.sink_weight is None else {"sink_weight": args.sink_weight}))
         report = quantcore.quantize_(m, cfg, calib=calibration_text, tokenizer=tok, progress=False)
         kept = sum("kept RTN" in note for note in report.notes.values())
         print(f"{name}: {kept} of {len(report.layers)} layers kept RTN codes (held-out guard)", flush=True)

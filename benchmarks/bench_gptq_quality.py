@@ -33,6 +33,8 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--eval-windows", type=int, default=0, help="windows to score (0: the whole evaluation half)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--configs", nargs="+", default=["w8", "w4g", "w4", "w3g"],
+                    help="which of W8 per-channel, W4 g128 (g64 for smollm2), W4 per-channel, W3 g128 to run")
     args = ap.parse_args()
 
     rm = _real_model.load(args.model)
@@ -50,7 +52,8 @@ def main() -> None:
     print("| config | RTN ppl | GPTQ ppl | GPTQ increase / RTN increase | GPTQ time s |\n|---|---|---|---|---|")
     print(f"| float32 | {base_ppl:.3f} | | | |")
     rows = []
-    for bits, gs in [(8, -1), (4, group), (4, -1), (3, group)]:
+    table = {"w8": (8, -1), "w4g": (4, group), "w4": (4, -1), "w3g": (3, group)}
+    for bits, gs in [table[c] for c in args.configs]:
         m = copy.deepcopy(base)
         quantcore.quantize_(m, quantcore.RTNConfig(bits=bits, group_size=gs), progress=False)
         rtn = ppl(m)

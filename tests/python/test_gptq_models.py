@@ -435,6 +435,36 @@ def test_gptaq_fits_the_float_models_outputs(true_sequential):
     assert not any(isinstance(x, QuantLinear) for x in model.modules())  # the float copies were copies
 
 
+@pytest.mark.parametrize("gptaq_alpha", [0.0, 0.25])
+def test_sink_weight_protects_the_first_position(gptaq_alpha):
+    # sink_weight counts each window's first position (the attention sink) that
+    # many times in H: the quantized model's output there moves towards the
+    # float model's, at little cost to the other positions.
+    torch.manual_seed(0)
+    model = make_tiny("llama").float()
+    calib = torch.randint(0, 256, (8, 64))
+    with torch.no_grad():
+        ref = model(calib).logits
+    first, rest = [], []
+    for weight in (1.0, 256.0):
+        m = copy.deepcopy(model)
+        cfg = GPTQConfig(bits=3, group_size=32, n_samples=8, seq_len=64, rtn_guard=False, sink_weight=weight,
+                         gptaq_alpha=gptaq_alpha)
+        quantcore.quantize_(m, cfg, calib=calib, progress=False)
+        with torch.no_grad():
+            err = (m(calib).logits - ref).pow(2).mean(-1)  # [window, position]
+        first.append(float(err[:, 0].mean()))
+        rest.append(float(err[:, 1:].mean()))
+    assert first[1] < 0.5 * first[0], first
+    assert rest[1] < 1.5 * rest[0], rest
+
+
+def test_sink_weight_is_checked():
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="sink_weight"):
+            GPTQConfig(sink_weight=bad)
+
+
 def test_gptaq_alpha_is_checked():
     with pytest.raises(ValueError, match="gptaq_alpha"):
         GPTQConfig(gptaq_alpha=1.5)
