@@ -380,7 +380,11 @@ __device__ __forceinline__ void finish_tile(const QGemmTcArgs& a, const Work& w,
   store_tile<T, P>(a, m0, n0, acc);
 }
 
-template <typename T, typename ScaleT, class P>
+// kWhole: every group spans whole chunks (group_size a multiple of the chunk's
+// K, per-channel included), so a group can start only at a chunk's first K
+// tile. The chunk's tiles then run without a branch between them and the
+// compiler interleaves their dequantization and mma's.
+template <typename T, typename ScaleT, class P, bool kWhole>
 __global__ void __launch_bounds__(P::kThreads, P::kMinCtas) qgemm_w4_tc_kernel(QGemmTcArgs a, Work w) {
   using St = Stage<ScaleT, P>;
   using H2 = typename Half2Of<T>::type;
@@ -467,6 +471,40 @@ __global__ void __launch_bounds__(P::kThreads, P::kMinCtas) qgemm_w4_tc_kernel(Q
       const uint4 q4 = *reinterpret_cast<const uint4*>(reinterpret_cast<const unsigned char*>(&st) + code_off + t * 512);
       q[t][0] = q4.x, q[t][1] = q4.y, q[t][2] = q4.z, q[t][3] = q4.w;
     }
+    if constexpr (kWhole) {
+      // A group starts here or not at all in this chunk: set it up, then the
+      // tiles' math with no branch in between.
+      const bool starts = fresh || gtile == 0;
+      gtile += TPC;
+      if (gtile == tpg) gtile = 0;
+      if (starts) {
+        if constexpr (kLate) {
+          if (!fresh) flush_group<MT>(acc, part, gp.scale_c);
+#pragma unroll
+          for (int m = 0; m < MT; ++m)
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+#pragma unroll
+              for (int e = 0; e < 4; ++e) part[m][j][e] = 0.f;
+        }
+        fresh = false;
+        load_group<T, ScaleT, P>(st, 0, has_zeros, kLate, off_sym, gp);
+      }
+#pragma unroll
+      for (int t = 0; t < TPC; ++t) {
+        uint32_t af[2][MT][4];
+#pragma unroll
+        for (int ks = 0; ks < 2; ++ks)
+#pragma unroll
+          for (int m = 0; m < MT; ++m)
+            ldmatrix_x4(af[ks][m], st_addr + x_off + m * 16 * P::kRowBytes + (((t * 4 + ks * 2) ^ xv) << 4));
+        if constexpr (kLate) {
+          tile_math<T, MT, false>(q[t], af, gp, false, part);
+        } else {
+          tile_math<T, MT, false>(q[t], af, gp, !per_channel, acc);
+        }
+      }
+    } else
 #pragma unroll
     for (int t = 0; t < TPC; ++t) {
       uint32_t af[2][MT][4];
@@ -534,8 +572,16 @@ struct Config {
   using Shp = P;
   static constexpr int kSmem = P::kStages * int(sizeof(Stage<ScaleT, P>));
   static constexpr int kThreadsPerCta = P::kThreads;
-  static constexpr auto kernel() { return qgemm_w4_tc_kernel<T, ScaleT, P>; }
+  static constexpr auto kernel(bool whole = false) {
+    return whole ? qgemm_w4_tc_kernel<T, ScaleT, P, true> : qgemm_w4_tc_kernel<T, ScaleT, P, false>;
+  }
 };
+
+// Groups span whole chunks of shape P (see the kernel's kWhole).
+template <class P>
+bool whole_groups(const QGemmTcArgs& a) {
+  return (a.group_size / kTileK) % P::kTPC == 0;
+}
 
 // Calls f(Config<...>{}) for the instantiation that serves `a`.
 template <typename F>
@@ -690,7 +736,12 @@ int qgemm_tc_cuda(const QGemmTcArgs& a, void* stream) {
     if (w.ctas != w.tiles && (a.workspace == nullptr || a.counters == nullptr)) return cudaErrorInvalidValue;
     DeviceInfo dev;
     if (cudaError_t e = current_device_info(dev); e != cudaSuccess) return e;
-    return launch_early(C::kernel(), unsigned(w.ctas), unsigned(C::kThreadsPerCta), size_t(C::kSmem), stream_, dev, a, w);
+    const bool whole = whole_groups<typename C::Shp>(a);
+    if (whole) {
+      int occ = 1;
+      if (cudaError_t e = prepare_kernel<C::kernel(true)>(C::kThreadsPerCta, C::kSmem, &occ); e != cudaSuccess) return e;
+    }
+    return launch_early(C::kernel(whole), unsigned(w.ctas), unsigned(C::kThreadsPerCta), size_t(C::kSmem), stream_, dev, a, w);
   }));
 }
 
