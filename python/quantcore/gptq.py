@@ -67,19 +67,21 @@ class GPTQConfig(QuantConfig):
             activations orders of magnitude larger than the rest in many models,
             so it can dominate H and the solver's trade-offs.
         sink_weight: weight of each calibration window's first position in the
-            Hessians (and in the held-out check). The first token is the
-            attention sink of decoder LLMs: every later token attends to it, so
-            an error in its keys, values or MLP output reaches the whole
-            sequence, yet as one token of ``seq_len`` it barely counts in H and
-            GPTQ trades its accuracy for the other tokens'. On Gemma-3-270M at
-            W8, GPTQ's output error at the first position was 1-5x RTN's in
-            the middle layers (0.2-0.4x at the other positions); with weight 256
-            it fell to 0.001-0.13x while the other positions' error did not
-            change, and GPTQ's W8 and W4 per-channel perplexity improved
-            (benchmarks/RESULTS.md). The default 1 (the paper's plain average)
-            stays until a weight that scales with ``seq_len`` is validated: 256
-            with 32-token windows puts 89% of H on the first positions, and
-            GPTQ then lost to RTN on tiny models. Ignored with ``skip_first_tokens``.
+            Hessians (and in the held-out check); ``"auto"`` (the default) is
+            half the window's length, so the first position carries a third of
+            each window's weight, whatever ``seq_len``; 1 is the paper's plain
+            average. The first token is the attention sink of decoder LLMs:
+            every later token attends to it, so an error in its keys, values or
+            MLP output reaches the whole sequence, yet as one token of
+            ``seq_len`` it barely counts in H and GPTQ trades its accuracy for
+            the other tokens'. On Gemma-3-270M at W8, GPTQ's output error at the
+            first position was 1-5x RTN's in the middle layers (0.2-0.4x at the
+            other positions); with a third of H there it fell to 0.001-0.13x
+            while the other positions' error did not change, and GPTQ's
+            perplexity improved at W8 and W4 (benchmarks/RESULTS.md). A fixed
+            large weight is not safe: 256 with 32-token windows puts 89% of H on
+            the first positions, and GPTQ then lost to RTN on tiny models.
+            Ignored with ``skip_first_tokens``.
         gptaq_alpha: asymmetric calibration (GPTAQ, also called GPTQv2; Li et al.,
             ICML 2025). 0 is plain GPTQ, which fits each linear's output on the
             quantized model's inputs X~ to its float weight's output on the same
@@ -103,7 +105,7 @@ class GPTQConfig(QuantConfig):
     rtn_guard: bool = True
     holdout_fraction: float = 0.125
     skip_first_tokens: int = 0
-    sink_weight: float = 1.0
+    sink_weight: Union[float, str] = "auto"
     gptaq_alpha: float = 0.0
     n_samples: int = 128
     seq_len: int = 2048
@@ -119,8 +121,13 @@ class GPTQConfig(QuantConfig):
             raise ValueError(f"skip_first_tokens must be in [0, seq_len - 1), got {self.skip_first_tokens}")
         if not 0 < self.holdout_fraction < 1:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
-        if not (math.isfinite(self.sink_weight) and self.sink_weight > 0):
-            raise ValueError(f"sink_weight must be a finite number > 0, got {self.sink_weight}")
+        if isinstance(self.sink_weight, str):
+            if self.sink_weight != "auto":
+                raise ValueError(f"sink_weight must be 'auto' or a finite number > 0, got {self.sink_weight!r}")
+        elif isinstance(self.sink_weight, bool) or not isinstance(self.sink_weight, (int, float)):
+            raise TypeError(f"sink_weight must be 'auto' or a number, got {type(self.sink_weight).__name__}")
+        elif not (math.isfinite(self.sink_weight) and self.sink_weight > 0):
+            raise ValueError(f"sink_weight must be 'auto' or a finite number > 0, got {self.sink_weight}")
         if not 0 <= self.gptaq_alpha <= 1:
             raise ValueError(f"gptaq_alpha must be in [0, 1], got {self.gptaq_alpha}")
         if self.group_size == 0:  # one scale for a whole tensor defeats the column-by-column compensation
@@ -312,13 +319,25 @@ def _float_input_hooks(float_block: nn.Module, names: List[str], sink: Dict[str,
     return [float_block.get_submodule(n).register_forward_pre_hook(make(n)) for n in names]
 
 
+def sink_weight_for(config: GPTQConfig, window: int) -> float:
+    """The weight of a ``window``-token calibration window's first position in H:
+    ``config.sink_weight``, or half the window ("auto": a third of the window's
+    weight on its first position; at least 1)."""
+    if config.sink_weight == "auto":
+        return max(1.0, window / 2)
+    return float(config.sink_weight)
+
+
 def _weigh_sink(x: torch.Tensor, config: GPTQConfig) -> torch.Tensor:
     """``x`` ([batch, seq, features]) with each window's first position scaled
-    by sqrt(sink_weight), so it counts sink_weight times in X^T X; a copy."""
-    if config.sink_weight == 1.0 or config.skip_first_tokens or x.dim() != 3 or x.shape[1] == 0:
+    by sqrt(sink weight), so it counts that many times in X^T X; a copy."""
+    if config.skip_first_tokens or x.dim() != 3 or x.shape[1] == 0:
+        return x
+    weight = sink_weight_for(config, x.shape[1])
+    if weight == 1.0:
         return x
     x = x.clone()
-    x[:, 0] *= math.sqrt(config.sink_weight)
+    x[:, 0] *= math.sqrt(weight)
     return x
 
 

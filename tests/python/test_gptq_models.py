@@ -124,7 +124,10 @@ def test_gptq_runs_on_every_supported_architecture(name, tmp_path):
         ref = model(held_out).logits
     m_rtn = copy.deepcopy(model)
     quantcore.quantize_(m_rtn, RTNConfig(bits=3, group_size=32), progress=False)
-    report = quantcore.quantize_(model, GPTQConfig(bits=3, group_size=32, act_order=True, n_samples=16, seq_len=32),
+    # sink_weight=1: these random-weight models have no attention sink for the
+    # default ("auto") to protect (test_gptq_end_to_end_* runs the default).
+    report = quantcore.quantize_(model, GPTQConfig(bits=3, group_size=32, act_order=True, n_samples=16, seq_len=32,
+                                                   sink_weight=1.0),
                                  calib=calib_ids(16), progress=False)
     n = sum(isinstance(m, QuantLinear) for m in model.modules())
     # Only the RTN guard may speak (a few layers overfit 14 tiny windows and keep RTN).
@@ -278,7 +281,9 @@ def test_each_linear_gets_the_hessian_of_its_own_inputs(name, monkeypatch):
 
     monkeypatch.setattr(gptq, "_solve_one", spy)
     modules = dict(block.named_modules())
-    quantcore.quantize_(model, GPTQConfig(bits=4, group_size=32, n_samples=4, seq_len=32, true_sequential=False),
+    # sink_weight=1: the plain average X^T X that `expected` holds.
+    quantcore.quantize_(model, GPTQConfig(bits=4, group_size=32, n_samples=4, seq_len=32, true_sequential=False,
+                                          sink_weight=1.0),
                         calib=ids, progress=False)
     for mod_name, (h, _) in expected.items():
         torch.testing.assert_close(seen[id(modules[mod_name])], h, rtol=1e-5, atol=1e-6)
@@ -446,7 +451,7 @@ def test_sink_weight_protects_the_first_position(gptaq_alpha):
     with torch.no_grad():
         ref = model(calib).logits
     first, rest = [], []
-    for weight in (1.0, 256.0):
+    for weight in (1.0, "auto"):  # auto: 32 for these 64-token windows
         m = copy.deepcopy(model)
         cfg = GPTQConfig(bits=3, group_size=32, n_samples=8, seq_len=64, rtn_guard=False, sink_weight=weight,
                          gptaq_alpha=gptaq_alpha)
@@ -460,9 +465,24 @@ def test_sink_weight_protects_the_first_position(gptaq_alpha):
 
 
 def test_sink_weight_is_checked():
-    for bad in (0.0, -1.0, float("inf"), float("nan")):
+    for bad in (0.0, -1.0, float("inf"), float("nan"), "half"):
         with pytest.raises(ValueError, match="sink_weight"):
             GPTQConfig(sink_weight=bad)
+    for bad in (None, True, [2.0]):
+        with pytest.raises(TypeError, match="sink_weight"):
+            GPTQConfig(sink_weight=bad)
+
+
+def test_auto_sink_weight_is_a_third_of_each_window():
+    from quantcore.gptq import sink_weight_for
+
+    assert GPTQConfig().sink_weight == "auto"
+    for window in (32, 512, 2048):
+        w = sink_weight_for(GPTQConfig(), window)
+        assert w / (window - 1 + w) == pytest.approx(1 / 3, abs=0.02)
+    assert sink_weight_for(GPTQConfig(), 1) == 1.0
+    assert sink_weight_for(GPTQConfig(sink_weight=1), 512) == 1.0
+    assert sink_weight_for(GPTQConfig(sink_weight=64.0), 512) == 64.0
 
 
 def test_gptaq_alpha_is_checked():
