@@ -470,6 +470,14 @@ __global__ void __launch_bounds__(P::kThreads, P::kMinCtas) qgemm_w4_tc_kernel(Q
   const int code_off = int(offsetof(St, codes)) + (warp * TPC * 32 + lane) * 16;
   const int x_off = int(offsetof(St, x)) + (lane % 16) * P::kRowBytes;
   const int xv = (lane / 16) ^ (lane & 7);
+  // K tile t's x fragments (both 16-wide steps, every m16 block) from the stage at st_addr.
+  auto x_fragments = [&](uint32_t st_addr, int t, uint32_t(&af)[2][MT][4]) {
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks)
+#pragma unroll
+      for (int m = 0; m < MT; ++m)
+        ldmatrix_x4(af[ks][m], st_addr + x_off + m * 16 * P::kRowBytes + (((t * 4 + ks * 2) ^ xv) << 4));
+  };
 
   int slot = 0;
   for (int i = 0; i < n_units; ++i) {
@@ -513,11 +521,7 @@ __global__ void __launch_bounds__(P::kThreads, P::kMinCtas) qgemm_w4_tc_kernel(Q
 #pragma unroll
       for (int t = 0; t < TPC; ++t) {
         uint32_t af[2][MT][4];
-#pragma unroll
-        for (int ks = 0; ks < 2; ++ks)
-#pragma unroll
-          for (int m = 0; m < MT; ++m)
-            ldmatrix_x4(af[ks][m], st_addr + x_off + m * 16 * P::kRowBytes + (((t * 4 + ks * 2) ^ xv) << 4));
+        x_fragments(st_addr, t, af);
         if constexpr (kLate) {
           tile_math<T, MT, false>(q[t], af, gp, false, part);
         } else {
@@ -528,11 +532,7 @@ __global__ void __launch_bounds__(P::kThreads, P::kMinCtas) qgemm_w4_tc_kernel(Q
 #pragma unroll
     for (int t = 0; t < TPC; ++t) {
       uint32_t af[2][MT][4];
-#pragma unroll
-      for (int ks = 0; ks < 2; ++ks)
-#pragma unroll
-        for (int m = 0; m < MT; ++m)
-          ldmatrix_x4(af[ks][m], st_addr + x_off + m * 16 * P::kRowBytes + (((t * 4 + ks * 2) ^ xv) << 4));
+      x_fragments(st_addr, t, af);
       const bool starts = fresh || gtile == 0;
       if (++gtile == tpg) gtile = 0;
       if constexpr (kLate) {
