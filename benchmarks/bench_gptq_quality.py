@@ -33,7 +33,8 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--eval-windows", type=int, default=0, help="windows to score (0: the whole evaluation half)")
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--sink-weight", default="auto", help="GPTQConfig(sink_weight=...): \"auto\" (the default) or a number")
+    ap.add_argument("--sink-weight", default="auto", type=lambda v: v if v == "auto" else float(v),
+                    help="GPTQConfig(sink_weight=...): \"auto\" (the default) or a number")
     ap.add_argument("--configs", nargs="+", default=["w8", "w4g", "w4", "w3g"],
                     help="which of W8 per-channel, W4 g128 (g64 for smollm2), W4 per-channel, W3 g128 to run")
     args = ap.parse_args()
@@ -63,8 +64,7 @@ def main() -> None:
         t0 = time.perf_counter()
         quantcore.quantize_(m, quantcore.GPTQConfig(bits=bits, group_size=gs, act_order=True,
                                                     n_samples=args.samples, seq_len=args.seq_len,
-                                                    sink_weight=args.sink_weight if args.sink_weight == "auto"
-                                                    else float(args.sink_weight)),
+                                                    sink_weight=args.sink_weight),
                             calib=calibration_text, tokenizer=tok, progress=False)
         secs = time.perf_counter() - t0
         gptq = ppl(m)

@@ -313,20 +313,23 @@ __device__ __forceinline__ void for_each_pair(int64_t n0, int64_t N, F&& f) {
       }
 }
 
+// y[row, n], y[row, n + 1] = v0, v1 plus bias.
+template <typename T>
+__device__ __forceinline__ void store_pair(const QGemmTcArgs& a, int64_t row, int64_t n, float v0, float v1) {
+  const T* bias = reinterpret_cast<const T*>(a.bias);
+  const float b0 = bias ? to_float<T>(bias[n]) : 0.f, b1 = bias ? to_float<T>(bias[n + 1]) : 0.f;
+  typename Half2Of<T>::type out;
+  out.x = from_float<T>(v0 + b0);
+  out.y = from_float<T>(v1 + b1);
+  *reinterpret_cast<typename Half2Of<T>::type*>(reinterpret_cast<T*>(a.y) + row * a.N + n) = out;
+}
+
 // Writes a tile plus bias; `acc` holds the full, scaled sums.
 template <typename T, class P>
 __device__ __forceinline__ void store_tile(const QGemmTcArgs& a, int64_t m0, int64_t n0,
                                            const float (&acc)[P::MT][4][4]) {
-  T* y = reinterpret_cast<T*>(a.y);
-  const T* bias = reinterpret_cast<const T*>(a.bias);
   for_each_pair<P>(n0, a.N, [&](int m, int j, int half, int r, int c) {
-    const int64_t row = m0 + r, n = n0 + c;
-    if (row >= a.M) return;
-    const float b0 = bias ? to_float<T>(bias[n]) : 0.f, b1 = bias ? to_float<T>(bias[n + 1]) : 0.f;
-    typename Half2Of<T>::type out;
-    out.x = from_float<T>(acc[m][j][half * 2] + b0);
-    out.y = from_float<T>(acc[m][j][half * 2 + 1] + b1);
-    *reinterpret_cast<typename Half2Of<T>::type*>(y + row * a.N + n) = out;
+    if (m0 + r < a.M) store_pair<T>(a, m0 + r, n0 + c, acc[m][j][half * 2], acc[m][j][half * 2 + 1]);
   });
 }
 
@@ -367,8 +370,6 @@ __device__ __forceinline__ void finish_tile(const QGemmTcArgs& a, const Work& w,
   // thread taking runs of 4 outputs rather than its mma fragments, so the reads
   // of 4 slots are in flight together with few registers: one slot at a time,
   // a tile split 16 ways spent ~12 us on 16 dependent L2 round trips.
-  T* y = reinterpret_cast<T*>(a.y);
-  const T* bias = reinterpret_cast<const T*>(a.bias);
   constexpr int kRuns = P::kRows * P::kCtaN / 4;
   for (int v = tid_here(); v < kRuns; v += P::kThreads) {
     const int r = v / (P::kCtaN / 4), c = v % (P::kCtaN / 4) * 4;
@@ -386,17 +387,8 @@ __device__ __forceinline__ void finish_tile(const QGemmTcArgs& a, const Work& w,
       add(x0), add(x1), add(x2), add(x3);
     }
     for (; q <= pb; ++q) add(__ldcg(reinterpret_cast<const float4*>(slot_of(q) + off)));
-    float b[4] = {0.f, 0.f, 0.f, 0.f};
-    if (bias)
-      for (int e = 0; e < 4; ++e) b[e] = to_float<T>(bias[n + e]);
-    typename Half2Of<T>::type lo, hi;
-    lo.x = from_float<T>(sum.x + b[0]);
-    lo.y = from_float<T>(sum.y + b[1]);
-    hi.x = from_float<T>(sum.z + b[2]);
-    hi.y = from_float<T>(sum.w + b[3]);
-    auto* out = reinterpret_cast<typename Half2Of<T>::type*>(y + row * a.N + n);
-    out[0] = lo;
-    out[1] = hi;
+    store_pair<T>(a, row, n, sum.x, sum.y);
+    store_pair<T>(a, row, n + 2, sum.z, sum.w);
   }
 }
 
