@@ -2,6 +2,7 @@
 perplexity difference real?).
 
 Run: python benchmarks/bench_gptq_paired.py [--bits 8 --group-size -1] [--no-guard] [--json FILE]
+     [--rtn-for down_proj down_proj@12-18 ...]
 Scores the 72 held-out windows of bench_gptq_quality.py one by one (BOS + 511
 tokens each) for float, RTN, GPTQ with act-order and GPTQ without it (64 x 512
 calibration tokens), and prints each perplexity and the mean per-token NLL
@@ -40,7 +41,11 @@ def main() -> None:
                     help="GPTQConfig(sink_weight=...): weight of each window's first position in H (default: the config's)")
     ap.add_argument("--gptaq-alpha", type=float, default=0.0, help="GPTQConfig(gptaq_alpha=...): asymmetric calibration")
     ap.add_argument("--act-order-only", action="store_true", help="skip the GPTQ run without act-order")
+    ap.add_argument("--rtn-for", nargs="+", default=[], metavar="KIND[@A-B]",
+                    help="also score the act-order GPTQ model with RTN's codes in the linears named KIND "
+                         "(e.g. down_proj), optionally only in decoder layers A..B-1; one model per spec")
     args = ap.parse_args()
+    specs = [_parse_spec(spec) for spec in args.rtn_for]
     rm = _real_model.load(args.model)
     base, evaluation, calibration_text, bos, tok = rm.model, rm.evaluation, rm.calibration_text, rm.bos, rm.tokenizer
     windows = args.windows or evaluation.numel() // 512
@@ -57,9 +62,9 @@ def main() -> None:
         return torch.tensor(out, dtype=torch.float64)
 
     res = {"float": nlls(base)}
-    m = copy.deepcopy(base)
-    quantcore.quantize_(m, quantcore.RTNConfig(bits=args.bits, group_size=args.group_size), progress=False)
-    res["rtn"] = nlls(m)
+    rtn_model = copy.deepcopy(base)
+    quantcore.quantize_(rtn_model, quantcore.RTNConfig(bits=args.bits, group_size=args.group_size), progress=False)
+    res["rtn"] = nlls(rtn_model)
     variants = [("gptq", True)] + ([] if args.act_order_only else [("gptq_noact", False)])
     for name, act_order in variants:
         m = copy.deepcopy(base)
@@ -72,11 +77,18 @@ def main() -> None:
         kept = sum("kept RTN" in note for note in report.notes.values())
         print(f"{name}: {kept} of {len(report.layers)} layers kept RTN codes (held-out guard)", flush=True)
         res[name] = nlls(m)
+        if act_order:
+            for spec, (kind, layers) in zip(args.rtn_for, specs):
+                mixed, count = _with_rtn_codes(m, rtn_model, kind, layers)
+                res[f"gptq, rtn for {spec}"] = nlls(mixed)
+                print(f"gptq with RTN's codes for {spec}: {count} linears", flush=True)
+                del mixed
     tokens = windows * 511
     print(f"W{args.bits} group {args.group_size}: {windows} windows of 511 scored tokens")
     for k, v in res.items():
         print(f"{k:11s} perplexity {math.exp(float(v.sum()) / tokens):.4f}")
-    for a, b in [("gptq", "rtn"), ("gptq_noact", "rtn"), ("rtn", "float"), ("gptq", "float")]:
+    for a, b in [("gptq", "rtn"), ("gptq_noact", "rtn"), ("rtn", "float"), ("gptq", "float")] + \
+            [(f"gptq, rtn for {spec}", "rtn") for spec in args.rtn_for]:
         if a not in res:
             continue
         diff = (res[a] - res[b]) / 511
@@ -84,6 +96,46 @@ def main() -> None:
               f"worse in {int((diff > 0).sum())}/{windows} windows")
     if args.json:
         args.json.write_text(json.dumps({k: v.tolist() for k, v in res.items()}) + "\n")
+
+
+def _parse_spec(spec: str):
+    """"down_proj" -> ("down_proj", None); "down_proj@12-18" -> ("down_proj", range(12, 18))."""
+    kind, _, span = spec.partition("@")
+    if not kind:
+        raise SystemExit(f"--rtn-for {spec!r}: expected KIND or KIND@A-B")
+    if not span:
+        return kind, None
+    try:
+        a, b = (int(v) for v in span.split("-"))
+    except ValueError:
+        raise SystemExit(f"--rtn-for {spec!r}: expected KIND@A-B with integers A < B") from None
+    if not 0 <= a < b:
+        raise SystemExit(f"--rtn-for {spec!r}: expected 0 <= A < B")
+    return kind, range(a, b)
+
+
+def _with_rtn_codes(gptq_model, rtn_model, kind, layers):
+    """A copy of ``gptq_model`` whose linears named ``kind`` (in decoder layers
+    ``layers``, or all) are RTN's; and how many were swapped."""
+    from quantcore.gptq import find_decoder_layers
+
+    mixed = copy.deepcopy(gptq_model)
+    _, mixed_layers = find_decoder_layers(mixed)
+    _, rtn_layers = find_decoder_layers(rtn_model)
+    count = 0
+    for i, (block, rtn_block) in enumerate(zip(mixed_layers, rtn_layers)):
+        if layers is not None and i not in layers:
+            continue
+        for name, _ in list(block.named_modules()):
+            if name.split(".")[-1] != kind:
+                continue
+            parent, _, child = name.rpartition(".")
+            setattr(block.get_submodule(parent) if parent else block, child,
+                    copy.deepcopy(rtn_block.get_submodule(name)))
+            count += 1
+    if count == 0:
+        raise SystemExit(f"--rtn-for: no linear named {kind!r} in the chosen decoder layers")
+    return mixed, count
 
 
 if __name__ == "__main__":
