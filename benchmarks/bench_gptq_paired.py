@@ -24,6 +24,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import _real_model  # noqa: E402  (benchmarks/_real_model.py)
 import quantcore  # noqa: E402
+from quantcore._targets import replace_module  # noqa: E402
+from quantcore.calibration import find_decoder_layers  # noqa: E402
 
 
 def main() -> None:
@@ -117,8 +119,6 @@ def _parse_spec(spec: str):
 def _with_rtn_codes(gptq_model, rtn_model, kind, layers):
     """A copy of ``gptq_model`` whose linears named ``kind`` (in decoder layers
     ``layers``, or all) are RTN's; and how many were swapped."""
-    from quantcore.gptq import find_decoder_layers
-
     mixed = copy.deepcopy(gptq_model)
     _, mixed_layers = find_decoder_layers(mixed)
     _, rtn_layers = find_decoder_layers(rtn_model)
@@ -127,12 +127,9 @@ def _with_rtn_codes(gptq_model, rtn_model, kind, layers):
         if layers is not None and i not in layers:
             continue
         for name, _ in list(block.named_modules()):
-            if name.split(".")[-1] != kind:
-                continue
-            parent, _, child = name.rpartition(".")
-            setattr(block.get_submodule(parent) if parent else block, child,
-                    copy.deepcopy(rtn_block.get_submodule(name)))
-            count += 1
+            if name.split(".")[-1] == kind:
+                replace_module(block, name, copy.deepcopy(rtn_block.get_submodule(name)))
+                count += 1
     if count == 0:
         raise SystemExit(f"--rtn-for: no linear named {kind!r} in the chosen decoder layers")
     return mixed, count
