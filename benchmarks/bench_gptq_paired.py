@@ -28,6 +28,9 @@ from quantcore._targets import replace_module  # noqa: E402
 from quantcore.calibration import find_decoder_layers  # noqa: E402
 
 
+_GUARD = {"auto": "auto", "on": True, "off": False}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=["gemma3", "smollm2"], default="gemma3")
@@ -42,6 +45,9 @@ def main() -> None:
     ap.add_argument("--sink-weight", type=float, default=None,
                     help="GPTQConfig(sink_weight=...): weight of each window's first position in H (default: the config's)")
     ap.add_argument("--gptaq-alpha", type=float, default=0.0, help="GPTQConfig(gptaq_alpha=...): asymmetric calibration")
+    ap.add_argument("--loss-guard", choices=["auto", "on", "off"], default="auto",
+                    help="GPTQConfig(loss_guard=...): model-level RTN check by group (auto: at 8 bits)")
+    ap.add_argument("--loss-guard-windows", type=int, default=16, help="GPTQConfig(loss_guard_windows=...)")
     ap.add_argument("--act-order-only", action="store_true", help="skip the GPTQ run without act-order")
     ap.add_argument("--rtn-for", nargs="+", default=[], metavar="KIND[@A-B]",
                     help="also score the act-order GPTQ model with RTN's codes in the linears named KIND "
@@ -73,11 +79,15 @@ def main() -> None:
         cfg = quantcore.GPTQConfig(bits=args.bits, group_size=args.group_size, act_order=act_order, n_samples=args.samples,
                                    seq_len=512, rtn_guard=not args.no_guard,
                                    skip_first_tokens=args.skip_first_tokens, percdamp=args.percdamp,
-                                   gptaq_alpha=args.gptaq_alpha,
+                                   gptaq_alpha=args.gptaq_alpha, loss_guard=_GUARD[args.loss_guard],
+                                   loss_guard_windows=args.loss_guard_windows,
                                    **({} if args.sink_weight is None else {"sink_weight": args.sink_weight}))
         report = quantcore.quantize_(m, cfg, calib=calibration_text, tokenizer=tok, progress=False)
         kept = sum("kept RTN" in note for note in report.notes.values())
-        print(f"{name}: {kept} of {len(report.layers)} layers kept RTN codes (held-out guard)", flush=True)
+        print(f"{name}: {kept} of {len(report.layers)} layers kept RTN codes (held-out guard); "
+              f"quantized in {report.seconds:.0f} s", flush=True)
+        for label, (delta, se, chosen) in report.loss_guard.items():
+            print(f"  loss guard {label:24s} {delta:+.5f} SE {se:.5f}{'  kept RTN' if chosen else ''}", flush=True)
         res[name] = nlls(m)
         if act_order:
             for spec, (kind, layers) in zip(args.rtn_for, specs):

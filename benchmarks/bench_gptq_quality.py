@@ -26,6 +26,9 @@ import quantcore  # noqa: E402
 from quantcore import eval as qe  # noqa: E402
 
 
+_GUARD = {"auto": "auto", "on": True, "off": False}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=["gemma3", "smollm2"], default="gemma3")
@@ -35,6 +38,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--sink-weight", default="auto", type=lambda v: v if v == "auto" else float(v),
                     help="GPTQConfig(sink_weight=...): \"auto\" (the default) or a number")
+    ap.add_argument("--loss-guard", choices=["auto", "on", "off"], default="auto",
+                    help="GPTQConfig(loss_guard=...): keep RTN in a (projection, layer range) group where the "
+                         "calibration loss says so (auto: at 8 bits)")
     ap.add_argument("--configs", nargs="+", default=["w8", "w4g", "w4", "w3g"],
                     help="which of W8 per-channel, W4 g128 (g64 for smollm2), W4 per-channel, W3 g128 to run")
     args = ap.parse_args()
@@ -62,16 +68,19 @@ def main() -> None:
         del m
         m = copy.deepcopy(base)
         t0 = time.perf_counter()
-        quantcore.quantize_(m, quantcore.GPTQConfig(bits=bits, group_size=gs, act_order=True,
-                                                    n_samples=args.samples, seq_len=args.seq_len,
-                                                    sink_weight=args.sink_weight),
-                            calib=calibration_text, tokenizer=tok, progress=False)
+        report = quantcore.quantize_(m, quantcore.GPTQConfig(bits=bits, group_size=gs, act_order=True,
+                                                             n_samples=args.samples, seq_len=args.seq_len,
+                                                             sink_weight=args.sink_weight, loss_guard=_GUARD[args.loss_guard]),
+                                     calib=calibration_text, tokenizer=tok, progress=False)
         secs = time.perf_counter() - t0
+        if "loss_guard" in report.notes:
+            print(f"  loss guard: {report.notes['loss_guard']}", flush=True)
         gptq = ppl(m)
         del m
         ratio = (gptq - base_ppl) / (rtn - base_ppl) if rtn > base_ppl else float("nan")
         name = f"W{bits} " + ("per-channel" if gs == -1 else f"g{gs}")
-        rows.append({"config": name, "rtn": rtn, "gptq": gptq, "ratio": ratio, "gptq_s": secs})
+        rows.append({"config": name, "rtn": rtn, "gptq": gptq, "ratio": ratio, "gptq_s": secs,
+                     "loss_guard": report.loss_guard})
         print(f"| {name} | {rtn:.3f} | {gptq:.3f} | {ratio:.2f} | {secs:.0f} |", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"model": args.model, "float": base_ppl, "rows": rows}, indent=1))

@@ -48,6 +48,8 @@ class QuantizationReport:
     scaling: Dict[str, str] = field(default_factory=dict)  # AWQ: where each layer's input scale went
     # GPTQ rtn_guard: {layer: (GPTQ, RTN)} relative output errors on held-out calibration windows
     holdout_errors: Dict[str, Tuple[float, float]] = field(default_factory=dict)
+    # GPTQ loss_guard: {"kind@first-last": (loss change with RTN's codes in the group, its SE, kept)}
+    loss_guard: Dict[str, Tuple[float, float, bool]] = field(default_factory=dict)
 
     @property
     def bytes_before(self) -> int:
@@ -77,7 +79,7 @@ class QuantizationReport:
             "method": self.method, "config": self.config, "seconds": self.seconds,
             "model_bytes_before": self.model_bytes_before, "model_bytes_after": self.model_bytes_after,
             "bits_per_weight": self.bits_per_weight, "skipped": self.skipped, "notes": self.notes,
-            "scaling": self.scaling, "holdout_errors": self.holdout_errors,
+            "scaling": self.scaling, "holdout_errors": self.holdout_errors, "loss_guard": self.loss_guard,
             "layers": [vars(layer) for layer in self.layers],
         }
 
@@ -108,6 +110,10 @@ class QuantizationReport:
         if kept_rtn:
             lines.append(f"  RTN guard    {kept_rtn} of {len(self.layers)} layers kept round-to-nearest codes "
                          "(lower error on held-out calibration windows)")
+        if self.loss_guard:
+            kept = [f"{label} ({d:+.5f} +- {se:.5f} nats/token)" for label, (d, se, k) in self.loss_guard.items() if k]
+            lines.append(f"  loss guard   {len(self.loss_guard)} groups scored; RTN kept in "
+                         + (", ".join(kept) if kept else "none"))
         for name, note in list(self.notes.items())[:5]:
             lines.append(f"  note: {name}: {note}")
         if len(self.notes) > 5:
@@ -229,7 +235,9 @@ def quantize_(
         if isinstance(config, AWQConfig):
             results, notes, report.scaling = awq_quantize_model(*args, device=method_inputs.get("device"))
         else:
-            results, notes, report.holdout_errors = gptq_quantize_model(*args, device=method_inputs.get("device"))
+            results, notes, report.holdout_errors, groups = gptq_quantize_model(
+                *args, device=method_inputs.get("device"))
+            report.loss_guard = {g.label: (g.delta, g.se, g.kept) for g in groups}
         done = {r[0] for r in results}
         results += rtn_unreached(  # linears outside the decoder layers that calibration walks
             model, model, [(n, m) for n, m in targets if n not in done], "", config, [], notes,

@@ -182,6 +182,9 @@ def quantize_checkpoint(
                          "AWQConfig(unfolded='skip') (as AutoAWQ does) or format='quantcore'")
     if out.resolve() == model_dir.resolve():
         raise ValueError("the output directory must differ from the input")
+    if getattr(config, "loss_guard", False) is True:
+        raise ValueError("GPTQConfig(loss_guard=True) scores the whole quantized model, which streaming never holds: "
+                         "load the model, quantize_() it in memory, then save_quantized()")
     cfg, source, model, layers_path, layers = _skeleton(model_dir)
     targets, skipped = find_targets(model, include, exclude, skip_output_embeddings=True)
     outside = [n for n, _ in targets if not n.startswith(layers_path + ".")]

@@ -359,7 +359,8 @@ def test_rtn_guard_holds_out_the_last_windows_and_can_be_switched_off(monkeypatc
 
     held_counts.clear()
     report = quantcore.quantize_(copy.deepcopy(model), GPTQConfig(bits=8, group_size=32, n_samples=16, seq_len=32,
-                                                                  rtn_guard=False), calib=ids, progress=False)
+                                                                  rtn_guard=False, loss_guard=False),
+                                 calib=ids, progress=False)
     assert held_counts and not any(held_counts) and not report.notes
     held_counts.clear()
     report = quantcore.quantize_(copy.deepcopy(model), GPTQConfig(bits=8, group_size=32, n_samples=4, seq_len=32),
