@@ -94,7 +94,7 @@ class GPTQConfig(QuantConfig):
             codes in the last third's down projections cost 0.0014 nats/token
             that no layer's output error showed, and made GPTQ worse than RTN.
             ``"auto"`` (the default) turns it on at 8 bits, where GPTQ's margin
-            over RTN is that small; at 3 and 4 bits it found nothing to change
+            over RTN is that small; at W3 g128 it found nothing to change
             there. Costs one forward pass of the layers from the group's range
             on, and of the model's head, over the scored windows per group
             (about 20 groups: 11 minutes for Gemma-3-270M on 2 CPU cores, where
