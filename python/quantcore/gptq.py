@@ -35,7 +35,7 @@ from .calibration import (  # noqa: F401  (re-exported: GPTQ's public helpers)
     rtn_unreached,
     walk_layers,
 )
-from .loss_guard import GroupScore, loss_guard
+from .loss_guard import GroupScore, has_output_head, loss_guard
 from .nn.quant_linear import QuantLinear, linear_weight
 
 __all__ = ["GPTQConfig", "calibration_windows", "find_decoder_layers"]
@@ -91,7 +91,7 @@ class GPTQConfig(QuantConfig):
             the loss by more than 3 standard errors (if several qualify, all of
             them only when together they beat the best one alone). The layer-wise
             objective can miss what the loss sees: on Gemma-3-270M at W8, GPTQ's
-            codes in the last third's down projections cost 0.0014 nats/token
+            codes in the last third's down projections cost 0.002 nats/token
             that no layer's output error showed, and made GPTQ worse than RTN.
             ``"auto"`` (the default) turns it on at 8 bits, where GPTQ's margin
             over RTN is that small; at W3 g128 it found nothing to change
@@ -192,11 +192,14 @@ def gptq_quantize_model(
     replaced: List[Tuple[nn.Module, str, nn.Module]] = []  # (block, name, original), to undo on failure
     homes = [_module_device(layer) for layer in layers]
     try:
-        alternatives: Dict[str, Tuple[QuantLinear, float]] = {}
+        early_notes: Dict[str, str] = {}
+        guard = _guard_wanted(model, config, early_notes)
+        alternatives: Optional[Dict[str, Tuple[QuantLinear, float]]] = {} if guard else None
         results, notes, holdout = _quantize_layers(model, config, targets, windows, layers_path, layers, compute,
                                                    progress, replaced, alternatives)
+        notes.update(early_notes)
         groups = _run_loss_guard(model, config, windows, layers_path, layers, compute, progress, alternatives,
-                                 results, notes)
+                                 results, notes) if guard else []
         return results, notes, holdout, groups
     except BaseException:
         # A failure (NaN activations, Ctrl-C) leaves the model as it was.
@@ -212,15 +215,28 @@ def loss_guard_on(config: GPTQConfig) -> bool:
     return config.loss_guard is True or (config.loss_guard == "auto" and config.bits >= 8)
 
 
+def _guard_wanted(model: nn.Module, config: GPTQConfig, notes: Dict[str, str]) -> bool:
+    """Whether to run the loss guard, decided before the layer walk (which keeps
+    RTN layers only for it): ``loss_guard=True`` on a model it cannot score is
+    an error, ``"auto"`` is then off with a note."""
+    if not loss_guard_on(config):
+        return False
+    if getattr(model, "_quantcore_stream", None) is not None:  # quantize_checkpoint refuses True up front
+        notes["loss_guard"] = "off: a streamed checkpoint's layers are written out as they are quantized"
+        return False
+    if not has_output_head(model):
+        if config.loss_guard is True:
+            raise ValueError(f"loss_guard=True scores the model's next-token loss, but {type(model).__name__} has "
+                             "no output head (get_output_embeddings()); use a causal LM model or loss_guard=False")
+        notes["loss_guard"] = f"off: {type(model).__name__} has no output head to score the loss with"
+        return False
+    return True
+
+
 def _run_loss_guard(model, config, windows, layers_path, layers, compute, progress, alternatives, results, notes
                     ) -> List[GroupScore]:
     """``loss_guard`` after the layer walk: swaps RTN into the groups it picks,
     updates ``results`` and ``notes`` for their linears."""
-    if not loss_guard_on(config):
-        return []
-    if getattr(model, "_quantcore_stream", None) is not None:  # quantize_checkpoint refuses True up front
-        notes["loss_guard"] = "off: a streamed checkpoint's layers are written out as they are quantized"
-        return []
     scored = windows[-config.loss_guard_windows:]
     if len(scored) < 2:
         notes["loss_guard"] = f"off: {len(scored)} calibration window leaves no spread to judge by"
@@ -237,8 +253,8 @@ def _run_loss_guard(model, config, windows, layers_path, layers, compute, progre
             for name in g.names:
                 swapped[name] = g
                 notes[name] = "; ".join(filter(None, [notes.get(name), (
-                    f"loss guard kept RTN for {g.label}: loss {g.delta:+.5f} +- {g.se:.5f} nats/token "
-                    f"on {len(scored)} calibration windows")]))
+                    f"loss guard: RTN's codes for {g.label} (loss {g.delta:+.5f} +- {g.se:.5f} nats/token "
+                    f"on {len(scored)} calibration windows)")]))
     for i, (name, layer, rel, secs) in enumerate(results):
         if name in swapped:
             alt, alt_rel = alternatives[name]
@@ -350,7 +366,7 @@ def _quantize_layers(model, config, targets, windows, layers_path, layers, compu
                     entry = acc[id(m)]
                     asym_args = {"asymmetry": entry[3], "seen": entry[1]} if asym else {}
                     qlayer, rel, note, held_errs = _solve_one(m, entry[0], config, entry[2], **asym_args)
-                    if loss_guard_on(config):  # RTN's codes, for the model-level check after the walk
+                    if alternatives is not None:  # RTN's codes, for the model-level check after the walk
                         alternatives[names[id(m)]] = _rtn_alternative(m, qlayer, entry[0], config)
                     replace_module(block, n, qlayer)
                     replaced.append((block, n, m))

@@ -19,10 +19,11 @@ stand-ins that replay stored hidden states.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -35,9 +36,11 @@ from .nn.quant_linear import QuantLinear
 __all__ = ["GroupScore", "loss_guard", "LOSS_GUARD_Z"]
 
 # A group keeps RTN when RTN lowers the mean loss by more than this many standard
-# errors (paired over windows). With ~20 groups scored, 3 keeps the chance of a
-# false pick at a few percent (one-sided 0.13% per group); the group that closes
-# Gemma-3-270M's W8 gap scored 4.5 on 24 windows.
+# errors (paired over windows). With 16 windows (15 degrees of freedom) a group no
+# better than GPTQ passes with probability ~0.45%, so ~9% of runs scoring 21 groups
+# pick one by chance; such a group is one RTN measured no worse on the calibration
+# text, so the cost is small. The group that closes Gemma-3-270M's W8 gap scored
+# 4.6 on 16 windows.
 LOSS_GUARD_Z = 3.0
 
 
@@ -99,11 +102,28 @@ class _Replay(nn.Module):
 
 def _output_wrapper(sample: Any) -> Optional[Any]:
     """How a layer's output is shaped: None for a bare tensor, else a function
-    that puts a hidden-states tensor where the real output had its own."""
+    that puts a hidden-states tensor where the real output had its own (only the
+    output's type and its other entries are kept, not its hidden states)."""
     if isinstance(sample, (tuple, list)):
-        rest = tuple(sample[1:])
-        return lambda h: type(sample)((h,) + rest)
+        kind, rest = type(sample), tuple(sample[1:])
+        return lambda h: kind((h,) + rest)
     return None
+
+
+@contextlib.contextmanager
+def _stand_ins(layers: nn.ModuleList, wrap: Optional[Any], final: Optional[List[torch.Tensor]] = None,
+               cursor: Optional[List[int]] = None) -> Iterator[None]:
+    """The decoder layers replaced by ``_Replay`` stand-ins (the last one replaying
+    ``final``) for the duration of the block; put back whatever happens."""
+    originals = list(layers)
+    try:
+        for i, layer in enumerate(originals):
+            last = i == len(originals) - 1
+            layers[i] = _Replay(layer, wrap, final if last else None, cursor if cursor is not None else [0])
+        yield
+    finally:
+        for i, layer in enumerate(originals):
+            layers[i] = layer
 
 
 class _LossPass:
@@ -112,50 +132,47 @@ class _LossPass:
 
     def __init__(self, model: nn.Module, layers: nn.ModuleList, windows: torch.Tensor, compute: torch.device):
         self.model, self.layers, self.windows, self.compute = model, layers, windows, compute
+        self.homes = [_module_device(layer) for layer in layers]  # before any RTN module is swapped in
         hidden, self.layer_args = _capture_layer_inputs(model, layers, windows)
         self.first_hidden = [h.to(compute) for h in hidden]
         self.wrap: Optional[Any] = None
-        embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-        self.ids_device = embed.weight.device if embed is not None and hasattr(embed, "weight") else windows.device
+        self.ids_device = _ids_device(model, windows)
 
     @torch.no_grad()
     def run_layers(self, start: int, hidden: List[torch.Tensor],
                    keep: Sequence[int] = ()) -> Tuple[List[torch.Tensor], Dict[int, List[torch.Tensor]]]:
         """Layers ``start..`` on ``hidden`` (the inputs of layer ``start``); returns
-        the last layer's outputs and the inputs of the layers named in ``keep``."""
+        the last layer's outputs and the inputs of the layers named in ``keep``.
+        Each layer goes back to its own device afterwards."""
         kept: Dict[int, List[torch.Tensor]] = {}
         for li in range(start, len(self.layers)):
             if li in keep:
                 kept[li] = hidden
             block = self.layers[li]
-            home = _module_device(block)
             block.to(self.compute)
-            memo: Dict[int, Any] = {}
-            calls = [_to_device(a, self.compute, memo) for a in self.layer_args[li]]
-            outs = []
-            for i, (rest, kwargs) in enumerate(calls):
-                out = block(hidden[i], *rest, **kwargs)
-                if li == len(self.layers) - 1 and i == 0:
-                    self.wrap = _output_wrapper(out)
-                outs.append(_first_tensor(out))
-            hidden = outs
-            block.to(home)
+            try:
+                memo: Dict[int, Any] = {}
+                calls = [_to_device(a, self.compute, memo) for a in self.layer_args[li]]
+                outs = []
+                for i, (rest, kwargs) in enumerate(calls):
+                    out = block(hidden[i], *rest, **kwargs)
+                    if li == len(self.layers) - 1 and i == 0:
+                        self.wrap = _output_wrapper(out)
+                    outs.append(_first_tensor(out))
+                hidden = outs
+            finally:
+                block.to(self.homes[li])
         return hidden, kept
 
     @torch.no_grad()
     def window_losses(self, final: List[torch.Tensor]) -> torch.Tensor:
         """Mean next-token loss of each scored window, given the last layer's outputs."""
-        originals = list(self.layers)
         cursor = [0]
-        for i, layer in enumerate(originals):
-            last = i == len(originals) - 1
-            self.layers[i] = _Replay(layer, self.wrap, final if last else None, cursor)
-        moved = _tail_home(self.model, self.compute)
         losses = []
-        try:
+        with _stand_ins(self.layers, self.wrap, final, cursor):
             for i, row in enumerate(self.windows):
                 cursor[0] = i
-                ids = row.unsqueeze(0).to(self.compute if moved is not None else self.ids_device)
+                ids = row.unsqueeze(0).to(self.ids_device)
                 out = self.model(ids, use_cache=False)
                 logits = getattr(out, "logits", None)
                 if logits is None:
@@ -164,26 +181,44 @@ class _LossPass:
                     raise ValueError("the model's forward does not return logits [batch, seq, vocab]")
                 target = ids[0, 1:].to(logits.device)
                 losses.append(float(torch.nn.functional.cross_entropy(logits[0, :-1].float(), target)))
-        finally:
-            for i, layer in enumerate(originals):
-                self.layers[i] = layer
-            if moved is not None:
-                self.model.to(moved)
         return torch.tensor(losses, dtype=torch.float64)
 
+    @contextlib.contextmanager
+    def head_on_compute(self) -> Iterator[None]:
+        """The model's parts outside the decoder layers (embeddings, final norm,
+        head) on the compute device for the duration of the block, when they all
+        sit on one other device; moved back whatever happens."""
+        with _stand_ins(self.layers, None):
+            tensors = list(self.model.parameters()) + list(self.model.buffers())
+        devices = {t.device for t in tensors}
+        home = next(iter(devices)) if len(devices) == 1 else None
+        if home is None or home == self.compute:
+            yield
+            return
+        try:
+            with _stand_ins(self.layers, None):
+                self.model.to(self.compute)
+            self.ids_device = self.compute
+            yield
+        finally:
+            with _stand_ins(self.layers, None):
+                self.model.to(home)
+            self.ids_device = _ids_device(self.model, self.windows)
 
-def _tail_home(model: nn.Module, compute: torch.device) -> Optional[torch.device]:
-    """Moves the model's parts outside the decoder layers (which are stand-ins by
-    now) to ``compute`` when they all sit on one other device; returns that
-    device to move them back to, or None when they stay where they are."""
-    devices = {t.device for t in list(model.parameters()) + list(model.buffers())}
-    if len(devices) != 1:
-        return None
-    home = next(iter(devices))
-    if home == compute:
-        return None
-    model.to(compute)
-    return home
+
+def _ids_device(model: nn.Module, windows: torch.Tensor) -> torch.device:
+    embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    return embed.weight.device if embed is not None and hasattr(embed, "weight") else windows.device
+
+
+def has_output_head(model: nn.Module) -> bool:
+    """Whether the model computes logits itself (a causal LM with an output
+    embedding), which the loss guard needs."""
+    get = getattr(model, "get_output_embeddings", None)
+    try:
+        return callable(get) and isinstance(get(), nn.Module)
+    except (AttributeError, NotImplementedError):
+        return False
 
 
 def _paired(values: torch.Tensor, base: torch.Tensor) -> Tuple[float, float]:
@@ -218,36 +253,39 @@ def loss_guard(model: nn.Module, layers: nn.ModuleList, layers_path: str, window
 
     with torch.no_grad():
         runner = _LossPass(model, layers, windows, compute)
-        starts = sorted({g.first_layer for g in scores})
-        final, boundary = runner.run_layers(0, runner.first_hidden, keep=starts)
-        base = runner.window_losses(final)
+        with runner.head_on_compute():
+            starts = sorted({g.first_layer for g in scores})
+            final, boundary = runner.run_layers(0, runner.first_hidden, keep=starts)
+            runner.first_hidden = []
+            base = runner.window_losses(final)
+            del final
 
-        def swapped(names: Sequence[str]) -> List[Tuple[str, nn.Module]]:
-            originals = [(n, model.get_submodule(n)) for n in names]
-            for n in names:
-                replace_module(model, n, alternatives[n])
-            return originals
+            def score(names: Sequence[str], start: int) -> torch.Tensor:
+                originals = [(n, model.get_submodule(n)) for n in names]
+                try:
+                    for n in names:
+                        replace_module(model, n, alternatives[n])
+                    out, _ = runner.run_layers(start, boundary[start])
+                    return runner.window_losses(out)
+                finally:
+                    for n, m in originals:
+                        replace_module(model, n, m)
+                        alternatives[n].to("cpu")  # run_layers took it to its block's device
 
-        def score(names: Sequence[str], start: int) -> torch.Tensor:
-            originals = swapped(names)
-            try:
-                out, _ = runner.run_layers(start, boundary[start])
-                return runner.window_losses(out)
-            finally:
-                for n, m in originals:
-                    replace_module(model, n, m)
+            for g in tqdm(scores, desc="quantcore loss guard", disable=not progress, unit="group"):
+                g.delta, g.se = _paired(score(g.names, g.first_layer), base)
 
-        for g in tqdm(scores, desc="quantcore loss guard", disable=not progress, unit="group"):
-            g.delta, g.se = _paired(score(g.names, g.first_layer), base)
-
-        picks = [g for g in scores if g.delta < 0 and g.delta < -z * g.se]
-        if len(picks) > 1:
-            # Groups interact: keep them all only if together they beat the best one alone.
-            best = min(picks, key=lambda g: g.delta)
-            together, _ = _paired(score([n for g in picks for n in g.names], min(g.first_layer for g in picks)), base)
-            if together >= best.delta:
-                picks = [best]
+            picks = [g for g in scores if g.delta < 0 and g.delta < -z * g.se]
+            if len(picks) > 1:
+                # Groups interact: keep them all only if together they beat the best one alone.
+                best = min(picks, key=lambda g: g.delta)
+                together, _ = _paired(score([n for g in picks for n in g.names], min(g.first_layer for g in picks)),
+                                      base)
+                if together >= best.delta:
+                    picks = [best]
         for g in picks:
             g.kept = True
-            swapped(g.names)
+            for n in g.names:
+                where = _module_device(model.get_submodule(n))
+                replace_module(model, n, alternatives[n].to(where))
     return scores

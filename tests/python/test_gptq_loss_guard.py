@@ -118,10 +118,11 @@ def test_guard_gives_a_harmful_group_rtns_codes(monkeypatch):
               if n.endswith("down_proj")}
     for name, rtn in rtn_of.items():
         assert torch.equal(model.get_submodule(name).dequantize(), rtn.dequantize())
-        assert "loss guard kept RTN for mlp.down_proj@0-1" in report.notes[name]
+        assert "loss guard: RTN's codes for mlp.down_proj@0-1" in report.notes[name]
     rows = {layer.name: layer for layer in report.layers}
     assert all(0 < rows[n].rel_error < 1 for n in rtn_of)  # RTN's own output error, from the Hessian
     assert "loss guard   7 groups scored; RTN kept in mlp.down_proj@0-1" in str(report)
+    assert "RTN guard" not in str(report)  # rtn_guard was off: the guard's swaps are not counted as its keeps
     assert report.to_dict()["loss_guard"]["mlp.down_proj@0-1"][2] is True
 
 
@@ -146,6 +147,12 @@ def test_guard_on_cuda_picks_what_it_picks_on_cpu_and_leaves_layers_home(monkeyp
         == ["mlp.down_proj@0-1"]
     for label, (delta, se, _) in cpu.loss_guard.items():
         assert abs(gpu.loss_guard[label][0] - delta) < max(0.1 * abs(delta), 2e-3), label
+    # A model that lives on the GPU: the kept RTN layers land there with the rest.
+    resident = peaked_llama().cuda()
+    _spoil(monkeypatch, [resident], ("down_proj",))
+    report = quantcore.quantize_(resident, _config(), calib=ids, progress=False)
+    assert [k for k, v in report.loss_guard.items() if v[2]] == ["mlp.down_proj@0-1"]
+    assert {t.device.type for t in list(resident.parameters()) + list(resident.buffers())} == {"cuda"}
 
 
 def test_guard_scores_groups_by_layer_range(monkeypatch):
@@ -201,6 +208,42 @@ def test_failure_in_the_guard_leaves_the_model_as_it_was(monkeypatch):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_failure_inside_the_guard_puts_back_the_layers_and_the_float_model():
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    model = make_tiny("llama")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    calls = [0]
+
+    def interrupt(_m, _args, _out):
+        calls[0] += 1
+        if calls[0] == 12 + 5:  # only the guard's loss passes reach the norm: the base pass, then a group's
+            raise KeyboardInterrupt
+
+    model.model.norm.register_forward_hook(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        quantcore.quantize_(model, _config(), calib=calib_ids(), progress=False)
+    assert calls[0] == 17
+    assert all(type(layer) is LlamaDecoderLayer for layer in model.model.layers)
+    assert not any(isinstance(m, QuantLinear) for m in model.modules())
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_headless_model_turns_auto_off_and_refuses_true(monkeypatch):
+    from quantcore import gptq
+
+    body = make_tiny("llama").model  # LlamaModel: hidden states, no logits
+    report = quantcore.quantize_(body, GPTQConfig(bits=8, group_size=32, n_samples=16, seq_len=32),
+                                 calib=calib_ids(), progress=False)
+    assert report.notes["loss_guard"].startswith("off") and "no output head" in report.notes["loss_guard"]
+    solves = []
+    monkeypatch.setattr(gptq, "_solve_one", lambda *a, **k: solves.append(1))
+    with pytest.raises(ValueError, match="no output head"):
+        quantcore.quantize_(make_tiny("llama").model, _config(), calib=calib_ids(), progress=False)
+    assert not solves  # refused before the walk
+
+
 def test_loss_guard_settings_are_checked(tmp_path):
     with pytest.raises(TypeError, match="loss_guard must be a bool or 'auto'"):
         GPTQConfig(loss_guard=1)
@@ -230,7 +273,12 @@ def test_auto_runs_the_guard_at_8_bits_only():
     assert not w4.loss_guard and "loss_guard" not in w4.notes
 
 
-def test_streaming_skips_the_automatic_guard(tmp_path, char_tokenizer):
+def test_streaming_skips_the_automatic_guard(tmp_path, char_tokenizer, monkeypatch):
+    from quantcore import gptq
+
+    built = []
+    original = gptq._rtn_alternative
+    monkeypatch.setattr(gptq, "_rtn_alternative", lambda *a: built.append(1) or original(*a))
     model = make_tiny("llama")
     model.save_pretrained(tmp_path / "src")
     char_tokenizer.save_pretrained(tmp_path / "src")
@@ -238,6 +286,7 @@ def test_streaming_skips_the_automatic_guard(tmp_path, char_tokenizer):
                                                                                      seq_len=16),
                                     calib=calib_ids(8, 16), progress=False)
     assert report.notes["loss_guard"].startswith("off") and not report.loss_guard
+    assert not built  # no RTN copies kept for a guard that will not run
 
 
 def test_one_calibration_window_turns_the_guard_off_with_a_note():
