@@ -95,7 +95,10 @@ class GPTQConfig(QuantConfig):
             that no layer's output error showed, and made GPTQ worse than RTN.
             ``"auto"`` (the default) turns it on at 8 bits, where GPTQ's margin
             over RTN is that small; at W3 g128 it found nothing to change
-            there. Costs one forward pass of the layers from the group's range
+            there. The scored windows are the last ones: with the defaults
+            (128 windows, ``holdout_fraction`` 0.125) exactly those
+            ``rtn_guard`` keeps out of the solve; otherwise some were solved on,
+            which favours GPTQ's codes. Costs one forward pass of the layers from the group's range
             on, and of the model's head, over the scored windows per group
             (about 20 groups: 11 minutes for Gemma-3-270M on 2 CPU cores, where
             the 262k-token vocabulary's head dominates); the RTN layers are kept
