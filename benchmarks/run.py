@@ -191,7 +191,7 @@ PREFERRED = {
     "gptq_solver_cuda": "gptq_solver_h100.json",
     "qat_step_cuda": "qat_step_cuda_h100.json",
     "streaming_memory_cuda": "streaming_memory_h100_inplace.json",
-    "gptq_paired": "gptq_w8_paired_sink256_gemma3.json",
+    "gptq_paired": "gptq_w8_paired_lossguard_gemma3.json",
 }
 
 
