@@ -168,6 +168,12 @@ def _split_hidden(args: tuple, kwargs: dict) -> Tuple[torch.Tensor, tuple, dict]
     return kwargs.pop("hidden_states"), (), kwargs
 
 
+def token_ids_device(model: nn.Module, windows: torch.Tensor) -> torch.device:
+    """Where the model's input embedding expects token ids (else where ``windows`` are)."""
+    embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    return embed.weight.device if embed is not None and hasattr(embed, "weight") else windows.device
+
+
 def _capture_layer_inputs(model: nn.Module, layers: nn.ModuleList, windows: torch.Tensor
                           ) -> Tuple[List[torch.Tensor], List[List[Tuple[tuple, dict]]]]:
     """The first layer's hidden states per window, and every layer's other
@@ -177,8 +183,7 @@ def _capture_layer_inputs(model: nn.Module, layers: nn.ModuleList, windows: torc
     originals = list(layers)
     for i, layer in enumerate(originals):
         layers[i] = _Recorder(layer, sinks[i], last=i == len(originals) - 1)
-    embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    ids_device = embed.weight.device if embed is not None and hasattr(embed, "weight") else windows.device
+    ids_device = token_ids_device(model, windows)
     try:
         for row in windows:
             try:

@@ -539,13 +539,19 @@ def _rtn_alternative(module: nn.Module, qlayer: QuantLinear, hessian: torch.Tens
     """Round-to-nearest layer for ``module`` (on the host until the loss guard)
     and its relative output error on the calibration inputs; ``qlayer`` itself
     when it already holds RTN's codes (kept by ``rtn_guard`` or as a fallback)."""
-    rtn = QuantLinear.from_linear(module, RTNConfig(
-        bits=config.bits, group_size=config.group_size, sym=config.sym, mse_clip=config.mse_clip,
-        scale_dtype=config.scale_dtype)).to(linear_weight(module).device)
+    rtn = _rtn_layer(module, config)
     if _same_codes(rtn, qlayer):
         return qlayer, float("nan")
     num, den = _output_error(rtn.dequantize(torch.float32), linear_weight(module).detach(), hessian)
     return rtn.cpu(), (num / den) ** 0.5 if den > 0 else 0.0
+
+
+def _rtn_layer(module: nn.Module, config: GPTQConfig) -> QuantLinear:
+    """Round-to-nearest with GPTQ's grid settings, on the weight's device: what
+    ``rtn_guard`` and the loss guard compare GPTQ's codes against."""
+    return QuantLinear.from_linear(module, RTNConfig(
+        bits=config.bits, group_size=config.group_size, sym=config.sym, mse_clip=config.mse_clip,
+        scale_dtype=config.scale_dtype)).to(linear_weight(module).device)
 
 
 def _same_codes(a: QuantLinear, b: QuantLinear) -> bool:
@@ -580,9 +586,7 @@ def _solve_one(module: nn.Module, hessian: torch.Tensor, config: GPTQConfig,
     note = "; ".join(filter(None, [note, asym_note]))
     held = None
     if held_out is not None and fallback != 2:
-        rtn = QuantLinear.from_linear(module, RTNConfig(
-            bits=config.bits, group_size=gs, sym=config.sym, mse_clip=config.mse_clip,
-            scale_dtype=config.scale_dtype)).to(weight.device)
+        rtn = _rtn_layer(module, config)
         # Both are scored against what the solver aimed at (the asymmetric target with gptaq_alpha).
         gptq_err, scale = held_out.output_error(layer.dequantize(torch.float32), target)
         rtn_err, _ = held_out.output_error(rtn.dequantize(torch.float32), target)

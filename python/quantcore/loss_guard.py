@@ -30,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._targets import replace_module
-from .calibration import _capture_layer_inputs, _first_tensor, _module_device, _to_device
+from .calibration import _capture_layer_inputs, _first_tensor, _module_device, _to_device, token_ids_device
 from .nn.quant_linear import QuantLinear
 
 __all__ = ["GroupScore", "loss_guard", "LOSS_GUARD_Z"]
@@ -136,7 +136,7 @@ class _LossPass:
         hidden, self.layer_args = _capture_layer_inputs(model, layers, windows)
         self.first_hidden = [h.to(compute) for h in hidden]
         self.wrap: Optional[Any] = None
-        self.ids_device = _ids_device(model, windows)
+        self.ids_device = token_ids_device(model, windows)
 
     @torch.no_grad()
     def run_layers(self, start: int, hidden: List[torch.Tensor],
@@ -203,12 +203,7 @@ class _LossPass:
         finally:
             with _stand_ins(self.layers, None):
                 self.model.to(home)
-            self.ids_device = _ids_device(self.model, self.windows)
-
-
-def _ids_device(model: nn.Module, windows: torch.Tensor) -> torch.device:
-    embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    return embed.weight.device if embed is not None and hasattr(embed, "weight") else windows.device
+            self.ids_device = token_ids_device(self.model, self.windows)
 
 
 def has_output_head(model: nn.Module) -> bool:
