@@ -6,9 +6,10 @@
 // ahead of the math), dequantizes them with the magic-number trick and the
 // group scale into A fragments, and never stages them in shared memory. The
 // rows of x go through a cp.async pipeline into shared memory in the
-// wgmma's K-major "core matrix" layout (8 rows x 16 bytes contiguous), with
-// the stage's group scales and zeros beside them; the warpgroup's
-// wgmma.m64nNk16 reads them from there. A warpgroup's four warps cover four
+// wgmma's 128-byte-swizzled K-major layout, with the stage's group scales and
+// zeros beside them; the warpgroup's wgmma.m64nNk16 reads them from there.
+// (The unswizzled "core matrix" layout it used before was 20-40% slower at
+// 64-256 rows on the H100: benchmarks/RESULTS.md, twelfth session.) A warpgroup's four warps cover four
 // strips (128 outputs): the two m16 halves of the strips are two m64
 // accumulators.
 //
@@ -32,9 +33,16 @@ namespace {
 
 constexpr int kTileK = 32;   // inputs per 16-byte code load of a lane
 constexpr int kMaxSplits = 16;
-// Rows of x for which it beats the mma.sync GEMM (qgemm_tc_cuda.cu) on the
-// H100 (benchmarks/RESULTS.md): there it is the default; elsewhere only when asked.
-constexpr int64_t kAutoMinM = 128, kAutoMaxM = 1 << 30;
+// Where it beats the mma.sync GEMM (qgemm_tc_cuda.cu) on the H100
+// (benchmarks/RESULTS.md, twelfth session): from 17 rows on every issue shape,
+// and from 9 rows on layers of up to 2^27 weights (at 16 rows it was 2-12%
+// faster on 8192 x 8192, 14336 x 4096 and 4096 x 14336, 12% slower on 28672 x 8192).
+// There it is the default; elsewhere only when asked.
+constexpr int64_t kAutoMinM = 17, kAutoMinMSmall = 9, kAutoSmallWeights = int64_t(1) << 27;
+
+[[maybe_unused]] bool auto_takes(const QGemmTcArgs& a) {
+  return a.M >= kAutoMinM || (a.M >= kAutoMinMSmall && a.N * a.K <= kAutoSmallWeights);
+}
 
 // BN rows of x per tile, WG warpgroups (128 WG outputs), ST K tiles a
 // pipeline stage, STAGES stages, D K tiles of codes per register chunk.
@@ -47,9 +55,12 @@ struct WgShape {
   static_assert(D % ST == 0, "a register chunk holds whole stages");
 };
 
+// x: two 64-input swizzle atoms, each BN rows of 128 bytes; row r's 16-byte
+// chunk c of an atom sits at position c ^ (r % 8), as wgmma's 128-byte
+// swizzle reads it. Stages start on 1024-byte boundaries (the swizzle's period).
 template <typename ScaleT, class P>
-struct WgStage {
-  uint4 x[P::BN / 8][P::kChunks][8];  // core matrices: [8-row group][8-input chunk][row in group]
+struct alignas(1024) WgStage {
+  uint4 x[P::kChunks / 8][P::BN][8];  // [atom][row][swizzled chunk]
   ScaleT scales[P::ST][P::kCtaN];     // each K tile's group, for the CTA's outputs
   uint8_t zeros[P::ST][P::kCtaN];
 };
@@ -70,10 +81,12 @@ __device__ __forceinline__ void wgmma_wait() {
 // Keeps the compiler from touching `v` across a wgmma wait (the MMA writes it behind its back).
 __device__ __forceinline__ void fence_operand(float& v) { asm volatile("" : "+f"(v)::"memory"); }
 
-// Shared-memory matrix descriptor, no swizzle: `lbo` bytes between core
-// matrices along K, `sbo` between 8-row groups.
-__device__ __forceinline__ uint64_t make_smem_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
-  return uint64_t((addr >> 4) & 0x3FFF) | uint64_t((lbo >> 4) & 0x3FFF) << 16 | uint64_t((sbo >> 4) & 0x3FFF) << 32;
+// Shared-memory matrix descriptor of a K-major operand with the 128-byte
+// swizzle: 8-row groups 1024 bytes apart (SBO); LBO is unused in this mode.
+// `addr` may point 32, 64 or 96 bytes into a row (the K step inside an atom):
+// the hardware applies the swizzle to the full address.
+__device__ __forceinline__ uint64_t make_sw128_desc(uint32_t addr) {
+  return uint64_t((addr >> 4) & 0x3FFF) | uint64_t(1) << 16 | uint64_t(1024 >> 4) << 32 | uint64_t(1) << 62;
 }
 
 // ------------------------------------------------------------------ kernel
@@ -84,8 +97,9 @@ __global__ void __launch_bounds__(P::kThreads, 1) qgemm_w4_wg_kernel(QGemmTcArgs
   using St = WgStage<ScaleT, P>;
   using H2 = typename Half2Of<T>::type;
   constexpr int BN = P::BN, ST = P::ST, S = P::kStages, D = P::D, NACC = BN / 2;
-  extern __shared__ __align__(128) unsigned char smem_raw[];
-  St* stages = reinterpret_cast<St*>(smem_raw);
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  // The launch asks for 1 KiB more than the stages, so they can start on a 1 KiB boundary.
+  St* stages = reinterpret_cast<St*>(smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023));
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int tile = blockIdx.x / w.splits, split = blockIdx.x % w.splits;
   const int64_t m0 = int64_t(tile % w.mtiles) * BN, n0 = int64_t(tile / w.mtiles) * P::kCtaN;
@@ -99,27 +113,38 @@ __global__ void __launch_bounds__(P::kThreads, 1) qgemm_w4_wg_kernel(QGemmTcArgs
   const T* x = reinterpret_cast<const T*>(a.x);
 
   // One stage's copies: rows of x (zeros past M), then the K tiles' scales and zeros.
+  // Each thread keeps one 16-byte column of x and steps kRowStep rows per copy
+  // (a multiple of 8, so its swizzled position stays put): addresses are set up once.
+  static_assert(P::kThreads % P::kChunks == 0 && (P::kThreads / P::kChunks) % 8 == 0, "x copies keep their column");
+  constexpr int kXPer = BN * P::kChunks / P::kThreads, kRowStep = P::kThreads / P::kChunks;
+  const int x_col = tid % P::kChunks, x_row0 = tid / P::kChunks;
+  const int x_rows_left = int(a.M - m0 > BN ? BN : a.M - m0) - x_row0;  // copy j is a row of x if j * kRowStep < this
+  const T* x_src0 = x + (x_rows_left > 0 ? (m0 + x_row0) * a.K : 0) + int64_t(s0) * ST * kTileK + x_col * 8;
+  const uint32_t x_dst0 = smem_addr(&stages[0].x[x_col / 8][x_row0][(x_col % 8) ^ (x_row0 % 8)]);
+  const int tiles_per_group = int(a.group_size / kTileK);
   auto copy_stage = [&](int s) {
     St& dst = stages[s % S];
-    const int64_t k0 = int64_t(s0 + s) * ST * kTileK;
-    constexpr int kX = BN * P::kChunks;
+    const uint32_t xd = x_dst0 + uint32_t(s % S) * uint32_t(sizeof(St));
+    const T* xs = x_src0 + int64_t(s) * ST * kTileK;
+#pragma unroll
+    for (int j = 0; j < kXPer; ++j) {
+      const bool ok = j * kRowStep < x_rows_left;
+      cp_async16(xd + j * kRowStep * 128, ok ? xs + int64_t(j) * kRowStep * a.K : x, ok);
+    }
+    const int kt0 = (s0 + s) * ST;
     constexpr int kSc = ST * P::kCtaN * int(sizeof(ScaleT)) / 16, kZ = ASYM ? ST * P::kCtaN / 16 : 0;
-    for (int i = tid; i < kX + kSc + kZ; i += P::kThreads) {
-      if (i < kX) {
-        const int r = i / P::kChunks, c = i % P::kChunks;
-        const bool ok = m0 + r < a.M;
-        cp_async16(smem_addr(&dst.x[r / 8][c][r % 8]), x + (ok ? (m0 + r) * a.K : 0) + k0 + c * 8, ok);
-      } else if (i < kX + kSc) {
+    for (int i = tid; i < kSc + kZ; i += P::kThreads) {
+      if (i < kSc) {
         constexpr int per = P::kCtaN * int(sizeof(ScaleT)) / 16;
-        const int tt = (i - kX) / per, c = (i - kX) % per;
-        const int64_t grp = (k0 + tt * kTileK) / a.group_size;
+        const int tt = i / per, c = i % per;
+        const int64_t grp = (kt0 + tt) / tiles_per_group;
         const bool ok = n0 + (c + 1) * (16 / int(sizeof(ScaleT))) <= a.N;
         const char* src = reinterpret_cast<const char*>(a.scales) + (grp * a.N + (ok ? n0 : 0)) * int64_t(sizeof(ScaleT));
         cp_async16(smem_addr(reinterpret_cast<char*>(dst.scales[tt]) + c * 16), src + (ok ? c * 16 : 0), ok);
       } else {
         constexpr int per = P::kCtaN / 16;
-        const int tt = (i - kX - kSc) / per, c = (i - kX - kSc) % per;
-        const int64_t grp = (k0 + tt * kTileK) / a.group_size;
+        const int tt = (i - kSc) / per, c = (i - kSc) % per;
+        const int64_t grp = (kt0 + tt) / tiles_per_group;
         const bool ok = n0 + (c + 1) * 16 <= a.N;
         cp_async16(smem_addr(&dst.zeros[tt][c * 16]), a.zeros + grp * a.N + (ok ? n0 + c * 16 : 0), ok);
       }
@@ -149,7 +174,6 @@ __global__ void __launch_bounds__(P::kThreads, 1) qgemm_w4_wg_kernel(QGemmTcArgs
     for (int i = 0; i < NACC; ++i) acc[np][i] = 0.f;
   const H2 off_sym = splat<T>(Dequant<T>::kMagic + 8.f);
   const int n_mine = 32 * warp + g;  // this lane's outputs: n_mine + 16 np + 8 h (CTA-relative)
-  constexpr uint32_t kSbo = P::kChunks * 128;  // bytes between 8-row groups of x
 
   int st = 0;  // stage being computed
   for (int base = 0; base < n_tiles; base += D) {
@@ -193,12 +217,13 @@ __global__ void __launch_bounds__(P::kThreads, 1) qgemm_w4_wg_kernel(QGemmTcArgs
         }
       }
       wgmma_fence();
-      const uint32_t xs = smem_addr(&cs.x[0][tt * 4][0]);
 #pragma unroll
-      for (int ks = 0; ks < 2; ++ks)
+      for (int ks = 0; ks < 2; ++ks) {
+        const int kin = tt * kTileK + ks * 16;  // first input of this K step in the stage
+        const uint32_t xs = smem_addr(&cs.x[kin / 64][0][0]) + (kin % 64) * 2;
 #pragma unroll
-        for (int np = 0; np < 2; ++np)
-          Wgmma<T, BN>::run(acc[np], af[np][ks], make_smem_desc(xs + ks * 256, 128, kSbo));
+        for (int np = 0; np < 2; ++np) Wgmma<T, BN>::run(acc[np], af[np][ks], make_sw128_desc(xs));
+      }
       wgmma_commit();
       // Done before the next tile's fragments are written: ptxas serializes
       // every wgmma when their input registers change while one is in flight.
@@ -272,7 +297,7 @@ using Shp = WgShape<BN, WG, ST, STAGES, D>;
 template <typename T, typename ScaleT, class P, bool ASYM>
 struct Config {
   using Shape = P;
-  static constexpr int kSmem = P::kStages * int(sizeof(WgStage<ScaleT, P>));
+  static constexpr int kSmem = P::kStages * int(sizeof(WgStage<ScaleT, P>)) + 1024;  // + alignment slack
   static constexpr auto kernel() { return qgemm_w4_wg_kernel<T, ScaleT, P, ASYM>; }
 };
 
@@ -363,7 +388,7 @@ bool qgemm_wg_ok(const QGemmTcArgs& a) {
 #if defined(QUANTCORE_HAVE_SM90A)
   DeviceInfo dev;
   if (current_device_info(dev) != cudaSuccess || dev.major != 9) return false;
-  if (a.wgmma == 0 || (a.wgmma < 0 && (a.M < kAutoMinM || a.M > kAutoMaxM))) return false;
+  if (a.wgmma == 0 || (a.wgmma < 0 && !auto_takes(a))) return false;
   return a.M > 8 && a.N % 32 == 0 && a.K % 128 == 0 && a.group_size % kTileK == 0 && a.K % a.group_size == 0 &&
          (a.act == GpuFloat::kF16 || a.act == GpuFloat::kBF16);
 #else
