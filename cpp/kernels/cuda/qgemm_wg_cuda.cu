@@ -9,9 +9,9 @@
 // wgmma's 128-byte-swizzled K-major layout, with the stage's group scales and
 // zeros beside them; the warpgroup's wgmma.m64nNk16 reads them from there.
 // (The unswizzled "core matrix" layout it used before was 20-40% slower at
-// 64-256 rows on the H100: benchmarks/RESULTS.md, twelfth session.) A warpgroup's four warps cover four
-// strips (128 outputs): the two m16 halves of the strips are two m64
-// accumulators.
+// 64-256 rows on the H100: benchmarks/RESULTS.md, twelfth session.) A
+// warpgroup's four warps cover four strips (128 outputs): the two m16 halves
+// of the strips are two m64 accumulators.
 //
 // Work: tiles of BN rows of x by 128 WG outputs, times `splits` slices of
 // K. A CTA does one (tile, slice); with several slices each writes fp32
@@ -97,7 +97,7 @@ __global__ void __launch_bounds__(P::kThreads, 1) qgemm_w4_wg_kernel(QGemmTcArgs
   using St = WgStage<ScaleT, P>;
   using H2 = typename Half2Of<T>::type;
   constexpr int BN = P::BN, ST = P::ST, S = P::kStages, D = P::D, NACC = BN / 2;
-  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  extern __shared__ __align__(128) unsigned char smem_raw[];
   // The launch asks for 1 KiB more than the stages, so they can start on a 1 KiB boundary.
   St* stages = reinterpret_cast<St*>(smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023));
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
