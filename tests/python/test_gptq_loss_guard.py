@@ -146,7 +146,7 @@ def test_guard_on_cuda_picks_what_it_picks_on_cpu_and_leaves_layers_home(monkeyp
     assert [k for k, v in cpu.loss_guard.items() if v[2]] == [k for k, v in gpu.loss_guard.items() if v[2]] \
         == ["mlp.down_proj@0-1"]
     for label, (delta, se, _) in cpu.loss_guard.items():
-        assert abs(gpu.loss_guard[label][0] - delta) < max(0.1 * abs(delta), 2e-3), label
+        assert abs(gpu.loss_guard[label][0] - delta) < max(0.1 * abs(delta), 2e-3), (label, delta, se, gpu.loss_guard[label])
     # A model that lives on the GPU: the kept RTN layers land there with the rest.
     resident = peaked_llama().cuda()
     _spoil(monkeypatch, [resident], ("down_proj",))

@@ -24,6 +24,7 @@
 #include "float_types.cuh"
 #include "mma_w4.cuh"
 #include "qgemm_wg_cuda.h"
+#include "split_k_plan.h"
 #include "weight_stream.cuh"
 #include "wgmma_ops.cuh"
 
@@ -308,7 +309,9 @@ cudaError_t visit(const QGemmTcArgs& a, F&& f) {
     using T = decltype(act);
     using S = decltype(scale);
     constexpr bool A = decltype(asym)::value;
-    if (a.M <= 16) return f(Config<T, S, Shp<16, 1, 4, 4, 8>, A>{});
+    // 16 rows: 4 K tiles of codes a register chunk (117 registers, 4 CTAs an SM)
+    // was 3-5% faster than 8 (150, 3 CTAs) on the issue shapes; from 17 rows it was slower.
+    if (a.M <= 16) return f(Config<T, S, Shp<16, 1, 4, 4, 4>, A>{});
     if (a.M <= 32) return f(Config<T, S, Shp<32, 1, 4, 4, 8>, A>{});
     if (a.M <= 64) return f(Config<T, S, Shp<64, 1, 4, 4, 8>, A>{});
     return f(Config<T, S, Shp<128, 2, 4, 4, 4>, A>{});
@@ -331,23 +334,29 @@ cudaError_t prepare(int* ctas_per_sm) {
   return prepare_kernel<C::kernel()>(C::Shape::kThreads, C::kSmem, ctas_per_sm);
 }
 
-// Tiles of `a` for shape P and the K slices that fill one wave of CTAs
-// (a.splits when set), each slice at least two stages.
+// Tiles of `a` for shape P and their K slices (a.splits when set, else
+// pick_split_k's for SMs x ctas_per_sm resident CTAs), each slice at least two stages.
 template <class P>
 WgWork make_work(const QGemmTcArgs& a, int ctas_per_sm) {
   WgWork w;
   w.mtiles = int((a.M + P::BN - 1) / P::BN);
   w.ntiles = int((a.N + P::kCtaN - 1) / P::kCtaN);
   w.stages = int(a.K / (P::ST * kTileK));
+  const int64_t max_s = w.stages / 2 < kMaxSplits ? w.stages / 2 : kMaxSplits;
   int64_t s = a.splits;
   if (s < 1) {
     DeviceInfo dev;
     const int sms = current_device_info(dev) == cudaSuccess ? dev.sms : 1;
-    const int64_t wave = int64_t(ctas_per_sm) * sms;
-    s = (wave + w.tiles() - 1) / w.tiles();
-    if (s * w.tiles() > wave && s > 1 && 10 * (s - 1) * w.tiles() >= 9 * wave) --s;  // a partial second wave costs more
+    // A CTA's fixed cost, in stages: two to fill the pipeline, plus its fp32
+    // partial sums written and read back (twice the slot over a stage's codes
+    // and x). On the H100 this picked the fastest split count of those timed
+    // on every issue shape from 16 to 256 rows (RESULTS.md, thirteenth
+    // session); the rule before it, which accepted a partial second wave when
+    // one wave would be < 90% full, was up to 30% slower there.
+    constexpr double kSlot = 4.0 * P::BN * P::kCtaN;
+    constexpr double kStage = P::ST * kTileK * (P::kCtaN / 2.0 + P::BN * 2.0);
+    s = pick_split_k(w.tiles(), w.stages, int64_t(ctas_per_sm) * sms, max_s, 2.0 + 2.0 * kSlot / kStage);
   }
-  const int64_t max_s = w.stages / 2 < kMaxSplits ? w.stages / 2 : kMaxSplits;
   if (s > max_s) s = max_s;
   w.splits = int(s > 1 ? s : 1);
   return w;

@@ -1,0 +1,72 @@
+// pick_split_k (split_k_plan.h): the split-K count the CUDA GEMMs launch with.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+
+#include "split_k_plan.h"
+
+using quantcore::kernels::pick_split_k;
+
+namespace {
+
+double launch_cost(int64_t tiles, int64_t stages, int64_t wave, int64_t k, double fixed) {
+  return std::ceil(double(tiles * k) / double(wave)) * (double(stages) / double(k) + fixed);
+}
+
+}  // namespace
+
+TEST_CASE("pick_split_k: degenerate inputs give one slice", "[split_k]") {
+  CHECK(pick_split_k(0, 64, 264, 16, 2.0) == 1);
+  CHECK(pick_split_k(64, 0, 264, 16, 2.0) == 1);
+  CHECK(pick_split_k(64, 64, 0, 16, 2.0) == 1);
+  CHECK(pick_split_k(64, 64, 264, 0, 2.0) == 1);
+  CHECK(pick_split_k(64, 64, 264, 1, 2.0) == 1);
+}
+
+TEST_CASE("pick_split_k: the counts that were fastest on the H100", "[split_k]") {
+  // qgemm_wg_cuda.cu's tiles on 132 SMs (benchmarks/RESULTS.md, thirteenth session).
+  // 64 rows: 128-output tiles, 2 CTAs an SM, fixed cost 4.67 stages.
+  CHECK(pick_split_k(224, 64, 264, 16, 4.67) == 1);   // 28672 x 8192: not 2 (1.7 waves)
+  CHECK(pick_split_k(64, 64, 264, 16, 4.67) == 4);    // 8192 x 8192
+  CHECK(pick_split_k(112, 32, 264, 16, 4.67) == 2);   // 14336 x 4096: not 3 (1.27 waves)
+  CHECK(pick_split_k(32, 112, 264, 16, 4.67) == 8);   // 4096 x 14336
+  // 16 rows: 4 CTAs an SM, fixed cost 3.33 stages.
+  CHECK(pick_split_k(64, 64, 528, 16, 3.33) == 8);
+  CHECK(pick_split_k(112, 32, 528, 16, 3.33) == 4);
+  CHECK(pick_split_k(32, 112, 528, 16, 3.33) == 16);
+  // 256 rows: two 128-row tiles by 256 outputs, 1 CTA an SM, fixed cost 7.33 stages.
+  CHECK(pick_split_k(224, 64, 132, 16, 7.33) == 1);   // more tiles than CTA slots: no split
+  CHECK(pick_split_k(64, 64, 132, 16, 7.33) == 2);
+  CHECK(pick_split_k(112, 32, 132, 16, 7.33) == 1);
+  CHECK(pick_split_k(32, 112, 132, 16, 7.33) == 4);
+}
+
+TEST_CASE("pick_split_k: a partial second wave is avoided unless it pays", "[split_k]") {
+  // 3 slices would fill 336 of 264 slots: two waves of CTAs a third as long.
+  CHECK(pick_split_k(112, 32, 264, 16, 2.0) == 2);
+  // Ties go to fewer slices: with no fixed cost, 1 and 2 slices of a full wave cost the same.
+  CHECK(pick_split_k(132, 64, 132, 16, 0.0) == 1);
+  // Small layers on a big GPU take many slices, never more than the cap.
+  CHECK(pick_split_k(4, 256, 528, 16, 2.0) == 16);
+  CHECK(pick_split_k(4, 256, 528, 5, 2.0) == 5);
+}
+
+TEST_CASE("pick_split_k: the least cost, the fewest slices among equals", "[split_k]") {
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 2000; ++trial) {
+    const int64_t tiles = 1 + rng() % 600, stages = 1 + rng() % 500, wave = 1 + rng() % 1100;
+    const int64_t cap = 1 + rng() % 16;
+    const double fixed = double(rng() % 1000) / 100.0;
+    const int k = pick_split_k(tiles, stages, wave, cap, fixed);
+    REQUIRE(k >= 1);
+    REQUIRE(k <= cap);
+    const double best = launch_cost(tiles, stages, wave, k, fixed);
+    for (int64_t j = 1; j <= cap; ++j) {
+      const double c = launch_cost(tiles, stages, wave, j, fixed);
+      if (j < k) REQUIRE(c > best * (1 - 1e-9));  // a smaller count is strictly worse
+      else REQUIRE(c >= best * (1 - 1e-9));
+    }
+  }
+}
