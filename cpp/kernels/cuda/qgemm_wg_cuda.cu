@@ -53,6 +53,8 @@ struct WgShape {
   static constexpr int kThreads = 128 * WG;
   static constexpr int kCtaN = 128 * WG;
   static constexpr int kChunks = ST * kTileK / 8;  // 16-byte pieces of one row of x in a stage
+  static constexpr int64_t kSlotFloats = int64_t(BN) * kCtaN;  // a CTA's fp32 partial sums (split K)
+  static constexpr int kStageBytes = ST * kTileK * (kCtaN / 2 + BN * 2);  // a stage's codes and 16-bit x
   static_assert(D % ST == 0, "a register chunk holds whole stages");
 };
 
@@ -250,8 +252,7 @@ __global__ void __launch_bounds__(P::kThreads, 1) qgemm_w4_wg_kernel(QGemmTcArgs
         for (int h = 0; h < 2; ++h) f(np, j, h, n_mine + 16 * np + 8 * h, 8 * j + 2 * t);
   };
   if (w.splits > 1) {
-    constexpr int64_t kSlot = int64_t(BN) * P::kCtaN;
-    float* mine = a.workspace + (int64_t(tile) * w.splits + split) * kSlot;
+    float* mine = a.workspace + (int64_t(tile) * w.splits + split) * P::kSlotFloats;
     for_each_pair([&](int np, int j, int h, int nl, int ml) {
       __stcg(reinterpret_cast<float2*>(mine + nl * BN + ml), make_float2(acc[np][4 * j + 2 * h], acc[np][4 * j + 2 * h + 1]));
     });
@@ -267,7 +268,7 @@ __global__ void __launch_bounds__(P::kThreads, 1) qgemm_w4_wg_kernel(QGemmTcArgs
     __threadfence();
     for_each_pair([&](int np, int j, int h, int, int) { acc[np][4 * j + 2 * h] = acc[np][4 * j + 2 * h + 1] = 0.f; });
     for (int q = 0; q < w.splits; ++q) {  // in slice order: the sum does not depend on timing
-      const float* part = a.workspace + (int64_t(tile) * w.splits + q) * kSlot;
+      const float* part = a.workspace + (int64_t(tile) * w.splits + q) * P::kSlotFloats;
       for_each_pair([&](int np, int j, int h, int nl, int ml) {
         const float2 v = __ldcg(reinterpret_cast<const float2*>(part + nl * BN + ml));
         acc[np][4 * j + 2 * h] += v.x;
@@ -352,10 +353,9 @@ WgWork make_work(const QGemmTcArgs& a, int ctas_per_sm) {
     // and x). On the H100 this picked the fastest split count of those timed
     // on every issue shape from 16 to 256 rows (RESULTS.md, thirteenth
     // session); the rule before it, which accepted a partial second wave when
-    // one wave would be < 90% full, was up to 30% slower there.
-    constexpr double kSlot = 4.0 * P::BN * P::kCtaN;
-    constexpr double kStage = P::ST * kTileK * (P::kCtaN / 2.0 + P::BN * 2.0);
-    s = pick_split_k(w.tiles(), w.stages, int64_t(ctas_per_sm) * sms, max_s, 2.0 + 2.0 * kSlot / kStage);
+    // one wave would be < 90% full, took up to 32% longer there.
+    constexpr double kSlotPerStage = 4.0 * double(P::kSlotFloats) / P::kStageBytes;
+    s = pick_split_k(w.tiles(), w.stages, int64_t(ctas_per_sm) * sms, max_s, 2.0 + 2.0 * kSlotPerStage);
   }
   if (s > max_s) s = max_s;
   w.splits = int(s > 1 ? s : 1);
@@ -377,7 +377,7 @@ int64_t slot_floats(const QGemmTcArgs& a) {
   int64_t n = 0;
   visit(a, [&](auto cfg) {
     using P = typename decltype(cfg)::Shape;
-    n = int64_t(P::BN) * P::kCtaN;
+    n = P::kSlotFloats;
     return cudaSuccess;
   });
   return n;
