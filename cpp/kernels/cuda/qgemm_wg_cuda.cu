@@ -251,10 +251,24 @@ __global__ void __launch_bounds__(P::kThreads, 1) qgemm_w4_wg_kernel(QGemmTcArgs
 #pragma unroll
         for (int h = 0; h < 2; ++h) f(np, j, h, n_mine + 16 * np + 8 * h, 8 * j + 2 * t);
   };
+  // Where a pair of partial sums sits in a slot. One warpgroup: in fragment
+  // order (pair p of thread tid at 2 (p threads + tid)), so a warp's store or
+  // load is 256 contiguous bytes; by (output, row) each touched 8 lines of 128
+  // bytes, and the last CTA's sum over the slots was most of the fixed cost at
+  // 16-64 rows (RESULTS.md, thirteenth and fourteenth sessions). The 128-row
+  // tiles keep (output, row): they sit at 253 registers, and the fragment
+  // order made them slower there.
+  auto slot_at = [&](auto* slot, int np, int j, int h, int nl, int ml) {
+    if constexpr (P::WG == 1)
+      return slot + ((np * (BN / 8) + j) * 2 + h) * (2 * P::kThreads) + 2 * tid;
+    else
+      return slot + nl * BN + ml;
+  };
   if (w.splits > 1) {
     float* mine = a.workspace + (int64_t(tile) * w.splits + split) * P::kSlotFloats;
     for_each_pair([&](int np, int j, int h, int nl, int ml) {
-      __stcg(reinterpret_cast<float2*>(mine + nl * BN + ml), make_float2(acc[np][4 * j + 2 * h], acc[np][4 * j + 2 * h + 1]));
+      __stcg(reinterpret_cast<float2*>(slot_at(mine, np, j, h, nl, ml)),
+             make_float2(acc[np][4 * j + 2 * h], acc[np][4 * j + 2 * h + 1]));
     });
     __threadfence();
     __syncthreads();
@@ -270,7 +284,7 @@ __global__ void __launch_bounds__(P::kThreads, 1) qgemm_w4_wg_kernel(QGemmTcArgs
     for (int q = 0; q < w.splits; ++q) {  // in slice order: the sum does not depend on timing
       const float* part = a.workspace + (int64_t(tile) * w.splits + q) * P::kSlotFloats;
       for_each_pair([&](int np, int j, int h, int nl, int ml) {
-        const float2 v = __ldcg(reinterpret_cast<const float2*>(part + nl * BN + ml));
+        const float2 v = __ldcg(reinterpret_cast<const float2*>(slot_at(part, np, j, h, nl, ml)));
         acc[np][4 * j + 2 * h] += v.x;
         acc[np][4 * j + 2 * h + 1] += v.y;
       });
