@@ -238,6 +238,13 @@ at::Tensor qgemm_tc_cuda(const at::Tensor& x, const at::Tensor& codes, const at:
     TORCH_CHECK_VALUE(std::string(wg) == "0" || std::string(wg) == "1", op, ": QUANTCORE_WGMMA must be 0 or 1");
     a.wgmma = wg[0] - '0';
   }
+  // QUANTCORE_WG_CLUSTER=1 / 0: the wgmma GEMM adds its split-K partial sums in a thread-block
+  // cluster's shared memory / through a global workspace (the default until timed on the H100).
+  if (const char* cl = std::getenv("QUANTCORE_WG_CLUSTER")) {
+    TORCH_CHECK_VALUE(std::string(cl) == "0" || std::string(cl) == "1", op,
+                      ": QUANTCORE_WG_CLUSTER must be 0 or 1");
+    a.cluster_sum = cl[0] - '0';
+  }
   kernels::qgemm_tc_plan(a);
   at::Tensor workspace, counters;
   if (const int64_t w = kernels::qgemm_tc_workspace(a); w > 0) {

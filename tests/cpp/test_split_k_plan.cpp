@@ -1,4 +1,4 @@
-// pick_split_k (split_k_plan.h): the split-K count the CUDA GEMMs launch with.
+// pick_split_k and pick_split_k_by (split_k_plan.h): the split-K count the CUDA GEMMs launch with.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -8,6 +8,7 @@
 #include "split_k_plan.h"
 
 using quantcore::kernels::pick_split_k;
+using quantcore::kernels::pick_split_k_by;
 
 namespace {
 
@@ -69,4 +70,38 @@ TEST_CASE("pick_split_k: the least cost, the fewest slices among equals", "[spli
       else REQUIRE(c >= best * (1 - 1e-9));
     }
   }
+}
+
+TEST_CASE("pick_split_k_by: a constant wave gives pick_split_k's count", "[split_k]") {
+  std::mt19937 rng(11);
+  for (int trial = 0; trial < 500; ++trial) {
+    const int64_t tiles = 1 + rng() % 600, stages = 1 + rng() % 500, wave = 1 + rng() % 1100;
+    const int64_t cap = 1 + rng() % 16;
+    const double fixed = double(rng() % 1000) / 100.0;
+    REQUIRE(pick_split_k_by(tiles, stages, [wave](int64_t) { return wave; }, cap, fixed) ==
+            pick_split_k(tiles, stages, wave, cap, fixed));
+  }
+}
+
+TEST_CASE("pick_split_k_by: counts that cannot run are skipped", "[split_k]") {
+  // 64 tiles of 64 stages on 528 slots: 8 slices fill the wave exactly...
+  const auto all = [](int64_t) { return int64_t(528); };
+  CHECK(pick_split_k_by(64, 64, all, 16, 3.33) == 8);
+  // ...unless clusters of 8 cannot launch (0 resident): the best of the others.
+  const auto no8 = [](int64_t k) { return k == 8 ? int64_t(0) : int64_t(528); };
+  const int k = pick_split_k_by(64, 64, no8, 16, 3.33);
+  CHECK(k != 8);
+  CHECK(k == pick_split_k_by(64, 64, [](int64_t k) { return k >= 8 ? int64_t(1) : int64_t(528); }, 7, 3.33));
+  // No cluster of any size: one slice.
+  CHECK(pick_split_k_by(64, 64, [](int64_t k) { return k == 1 ? int64_t(528) : int64_t(0); }, 16, 0.0) == 1);
+}
+
+TEST_CASE("pick_split_k_by: clusters that leave slots empty count as a smaller wave", "[split_k]") {
+  // 32 tiles of 112 stages. With 528 CTAs resident at every count, 16 slices
+  // (512 CTAs, one wave) win; if clusters of more than 8 only keep 256
+  // resident, 9-16 slices take two waves and 8 (256 CTAs, one wave) win.
+  const auto flat = [](int64_t) { return int64_t(528); };
+  CHECK(pick_split_k_by(32, 112, flat, 16, 3.33) == 16);
+  const auto gpc = [](int64_t k) { return k > 8 ? int64_t(256) : int64_t(528); };
+  CHECK(pick_split_k_by(32, 112, gpc, 16, 3.33) == 8);
 }

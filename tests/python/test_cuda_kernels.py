@@ -296,6 +296,12 @@ def test_hopper_builds_have_the_wgmma_gemm():
     (130, 2080, 1024, 128, True, torch.float16, 0),
     (256, 4096, 1024, 128, False, torch.bfloat16, 0),
     (256, 800, 8192, 32, True, torch.float32, 5),
+    # Split K runs each tile's slices as one thread-block cluster: 9-16 are
+    # Hopper's non-portable sizes; 9 slices' reduce-scatter does not fit the
+    # 128-row tile's stages with 16-bit scales, so it runs 8.
+    (16, 4096, 4096, 128, True, torch.float16, 16),
+    (64, 1056, 4096, 64, False, torch.bfloat16, 11),
+    (256, 544, 8192, 128, True, torch.bfloat16, 9),
 ])
 def test_qgemm_tc_wgmma_rows(dtype, m, n, k, group, sym, scale_dtype, splits, monkeypatch):
     # 9+ rows with K % 128 == 0: on Hopper the wgmma GEMM (qgemm_wg_cuda.cu),
@@ -311,11 +317,34 @@ def test_qgemm_tc_wgmma_rows(dtype, m, n, k, group, sym, scale_dtype, splits, mo
     y = torch.ops.quantcore.qgemm_tc(x, *tc, bias)
     check(y, reference(x, *canon, bias, 4, gs), dtype)
     assert torch.equal(y, torch.ops.quantcore.qgemm_tc(x, *tc, bias))
+    # The split-K sum in a thread-block cluster's shared memory: the same
+    # slices added in the same order give the same bits.
+    monkeypatch.setenv("QUANTCORE_WG_CLUSTER", "1")
+    y_cluster = torch.ops.quantcore.qgemm_tc(x, *tc, bias)
+    check(y_cluster, reference(x, *canon, bias, 4, gs), dtype)
+    assert torch.equal(y_cluster, torch.ops.quantcore.qgemm_tc(x, *tc, bias))
+    if cluster_runs_forced_split(m, splits, scale_dtype):
+        assert torch.equal(y_cluster, y)
+    monkeypatch.setenv("QUANTCORE_WG_CLUSTER", "yes")
+    with pytest.raises(ValueError, match="QUANTCORE_WG_CLUSTER"):
+        torch.ops.quantcore.qgemm_tc(x, *tc, bias)
+    monkeypatch.delenv("QUANTCORE_WG_CLUSTER")
     monkeypatch.setenv("QUANTCORE_WGMMA", "0")
     check(torch.ops.quantcore.qgemm_tc(x, *tc, bias), reference(x, *canon, bias, 4, gs), dtype)
     monkeypatch.setenv("QUANTCORE_WGMMA", "2")
     with pytest.raises(ValueError, match="QUANTCORE_WGMMA"):
         torch.ops.quantcore.qgemm_tc(x, *tc, bias)
+
+
+def cluster_runs_forced_split(m, splits, scale_dtype):
+    # Whether the cluster sum keeps a forced split count: the 128-row tiles
+    # (65+ rows) cannot fit 9, 12 or 15 slices' reduce-scatter in their stages
+    # with 16-bit scales, nor 15 with fp32 ones, and run one slice fewer.
+    if splits <= 0:
+        return False  # each sum's planner picks its own count
+    if m <= 64:
+        return True
+    return splits not in ((15,) if scale_dtype == torch.float32 else (9, 12, 15))
 
 
 @pytest.mark.parametrize("scale_dtype", [torch.float32, torch.bfloat16])

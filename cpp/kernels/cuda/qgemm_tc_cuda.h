@@ -40,6 +40,8 @@ struct QGemmTcArgs {
                                       // units to min(tiles x splits, one wave) CTAs (stream-K); 0 = choose
   int wgmma = -1;                     // the Hopper wgmma GEMM (qgemm_wg_cuda.h): -1 where it is the faster
                                       // (by M), 0 never, 1 wherever it can run
+  int cluster_sum = -1;               // the wgmma GEMM's split-K sum: 1 in a thread-block cluster's shared
+                                      // memory, 0 through workspace and counters, -1 the default (0)
 };
 
 // K % 64 == 0, N % 32 == 0, group as above.

@@ -14,9 +14,19 @@
 // of the strips are two m64 accumulators.
 //
 // Work: tiles of BN rows of x by 128 WG outputs, times `splits` slices of
-// K. A CTA does one (tile, slice); with several slices each writes fp32
-// partial sums to its workspace slot, and the last to arrive adds the slots
-// in slice order (results do not depend on timing) and writes y.
+// K. A CTA does one (tile, slice). With several slices the partial sums meet
+// in one of two ways (QGemmTcArgs::cluster_sum):
+//  * workspace (the default): each CTA writes its fp32 sums to its slot, the
+//    last to arrive adds the slots and writes y. On the H100 this sum was
+//    most of the fixed cost at 16-64 rows (benchmarks/RESULTS.md, thirteenth
+//    session);
+//  * cluster: the slices of a tile run as one thread-block cluster and add
+//    their sums in distributed shared memory, a reduce-scatter (CTA r gets
+//    every slice's share r into its own shared memory, adds it and writes that
+//    share of y): no global traffic, and no CTA sums alone while the others
+//    have finished. Not yet timed on a GPU, hence not the default.
+// Both add the slices in slice order: results do not depend on timing, and
+// the two agree bit for bit.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -33,7 +43,12 @@ namespace quantcore::kernels {
 namespace {
 
 constexpr int kTileK = 32;   // inputs per 16-byte code load of a lane
-constexpr int kMaxSplits = 16;
+constexpr int kMaxSplits = 16;  // slices of K (with the cluster sum, a cluster: Hopper's largest is 16)
+// What the split-K sum costs a CTA in the planner, in units of its fp32 slot
+// over a stage's bytes: through the workspace the slot is written, then read
+// back (2, fitted on the H100, RESULTS.md thirteenth session); in the cluster
+// it stays on chip (a guess until it is timed).
+constexpr double kWorkspaceSumCost = 2.0, kClusterSumCost = 0.5;
 // Where it beats the mma.sync GEMM (qgemm_tc_cuda.cu) on the H100
 // (benchmarks/RESULTS.md, twelfth session): from 17 rows on every issue shape,
 // and from 9 rows on layers of up to 2^27 weights (at 16 rows it was 2-12%
@@ -70,8 +85,38 @@ struct alignas(1024) WgStage {
 
 struct WgWork {
   int mtiles = 1, ntiles = 1, splits = 1, stages = 1;  // stages: of all K
+  bool cluster = false;  // splits > 1: a tile's slices are one cluster and sum in its shared memory
   __host__ __device__ int tiles() const { return mtiles * ntiles; }
 };
+
+// The split-K reduce-scatter: a thread's BN / 2 accumulator pairs (pair p =
+// (np * (BN / 8) + j) * 2 + h) are dealt to the cluster's CTAs round-robin,
+// pair p to CTA p % splits. CTA r receives, from each slice q, thread tid's
+// pairs r, r + splits, ... at float2 index (q * per + p / splits) * threads + tid
+// of its stage memory (per = pairs a CTA gets, at most), which the main loop no
+// longer needs by then.
+template <class P>
+constexpr int64_t reduce_bytes(int splits) {
+  const int pairs = P::BN / 2, per = (pairs + splits - 1) / splits;
+  return int64_t(splits) * per * P::kThreads * 8;
+}
+
+// ------------------------------------------------- cluster (DSMEM) helpers
+
+// Every thread of every CTA of the cluster arrives; the release / acquire
+// pair makes shared-memory writes before it (local or remote) visible after it.
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+// The address of local shared-memory address `addr` in CTA `rank` of the cluster.
+__device__ __forceinline__ uint32_t cluster_map(uint32_t addr, uint32_t rank) {
+  uint32_t r;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(addr), "r"(rank));
+  return r;
+}
+__device__ __forceinline__ void store_cluster(uint32_t addr, float a, float b) {
+  asm volatile("st.shared::cluster.v2.f32 [%0], {%1, %2};\n" ::"r"(addr), "f"(a), "f"(b) : "memory");
+}
 
 // ------------------------------------------------------------ PTX wrappers
 
@@ -251,61 +296,109 @@ __global__ void __launch_bounds__(P::kThreads, 1) qgemm_w4_wg_kernel(QGemmTcArgs
 #pragma unroll
         for (int h = 0; h < 2; ++h) f(np, j, h, n_mine + 16 * np + 8 * h, 8 * j + 2 * t);
   };
-  // Where a pair of partial sums sits in a slot. One warpgroup: in fragment
-  // order (pair p of thread tid at 2 (p threads + tid)), so a warp's store or
-  // load is 256 contiguous bytes; by (output, row) each touched 8 lines of 128
-  // bytes, and the last CTA's sum over the slots was most of the fixed cost at
-  // 16-64 rows (RESULTS.md, thirteenth and fourteenth sessions). The 128-row
-  // tiles keep (output, row): they sit at 253 registers, and the fragment
-  // order made them slower there.
+  T* y = reinterpret_cast<T*>(a.y);
+  const T* bias = reinterpret_cast<const T*>(a.bias);
+  auto store_pair = [&](int nl, int ml, float v0, float v1) {
+    const int64_t n = n0 + nl;
+    const float b = bias ? to_float<T>(bias[n]) : 0.f;
+    if (m0 + ml < a.M) y[(m0 + ml) * a.N + n] = from_float<T>(v0 + b);
+    if (m0 + ml + 1 < a.M) y[(m0 + ml + 1) * a.N + n] = from_float<T>(v1 + b);
+  };
+  auto store_all = [&]() {
+    if (!strip_ok) return;
+    for_each_pair([&](int np, int j, int h, int nl, int ml) {
+      store_pair(nl, ml, acc[np][4 * j + 2 * h], acc[np][4 * j + 2 * h + 1]);
+    });
+  };
+  if (w.splits == 1) {
+    store_all();
+    return;
+  }
+
+  if (w.cluster) {
+    // This CTA is rank `split` of a cluster of w.splits (1-D clusters of
+    // consecutive CTAs). First every CTA of the cluster is done with its
+    // stages (its wgmmas waited for, its copies landed), then each sends its
+    // pairs to their owners (reduce_bytes), then each owner adds what it got.
+    const int splits = w.splits, per = (NACC + splits - 1) / splits;  // NACC = BN / 2 pairs a thread
+    const uint32_t recv = smem_addr(stages);
+    cluster_sync();
+    {
+      int owner = 0, slot = 0;  // pair p goes to CTA p % splits, at its slot p / splits
+      for_each_pair([&](int np, int j, int h, int, int) {
+        const uint32_t at = recv + uint32_t(((split * per + slot) * P::kThreads + tid) * 8);
+        store_cluster(cluster_map(at, uint32_t(owner)), acc[np][4 * j + 2 * h], acc[np][4 * j + 2 * h + 1]);
+        if (++owner == splits) owner = 0, ++slot;
+      });
+    }
+    cluster_sync();
+    if (!strip_ok) return;
+    const float2* got = reinterpret_cast<const float2*>(stages);
+    int owner = 0, slot = 0;
+    for_each_pair([&](int, int, int, int nl, int ml) {
+      if (owner == split) {
+        float2 v = make_float2(0.f, 0.f);
+        for (int q = 0; q < splits; ++q) {  // in slice order, as the workspace sum
+          const float2 part = got[(q * per + slot) * P::kThreads + tid];
+          v.x += part.x;
+          v.y += part.y;
+        }
+        store_pair(nl, ml, v.x, v.y);
+      }
+      if (++owner == splits) owner = 0, ++slot;
+    });
+    return;
+  }
+
+  // Workspace: where a pair of partial sums sits in a slot. One warpgroup: in
+  // fragment order (pair p of thread tid at 2 (p threads + tid)), so a warp's
+  // store or load is 256 contiguous bytes; by (output, row) each touched 8
+  // lines of 128 bytes, and the last CTA's sum over the slots was most of the
+  // fixed cost at 16-64 rows (RESULTS.md, thirteenth and fourteenth sessions).
+  // The 128-row tiles keep (output, row): they sit at 253 registers, and the
+  // fragment order made them slower there.
   auto slot_at = [&](auto* slot, int np, int j, int h, int nl, int ml) {
     if constexpr (P::WG == 1)
       return slot + ((np * (BN / 8) + j) * 2 + h) * (2 * P::kThreads) + 2 * tid;
     else
       return slot + nl * BN + ml;
   };
-  if (w.splits > 1) {
-    float* mine = a.workspace + (int64_t(tile) * w.splits + split) * P::kSlotFloats;
-    for_each_pair([&](int np, int j, int h, int nl, int ml) {
-      __stcg(reinterpret_cast<float2*>(slot_at(mine, np, j, h, nl, ml)),
-             make_float2(acc[np][4 * j + 2 * h], acc[np][4 * j + 2 * h + 1]));
-    });
-    __threadfence();
-    __syncthreads();
-    __shared__ int arrived;
-    if (tid == 0) {
-      arrived = atomicAdd(a.counters + tile, 1);
-      if (arrived == w.splits - 1) atomicExch(a.counters + tile, 0);  // all in: zero for the next launch
-    }
-    __syncthreads();
-    if (arrived != w.splits - 1) return;
-    __threadfence();
-    for_each_pair([&](int np, int j, int h, int, int) { acc[np][4 * j + 2 * h] = acc[np][4 * j + 2 * h + 1] = 0.f; });
-    for (int q = 0; q < w.splits; ++q) {  // in slice order: the sum does not depend on timing
-      const float* part = a.workspace + (int64_t(tile) * w.splits + q) * P::kSlotFloats;
-      for_each_pair([&](int np, int j, int h, int nl, int ml) {
-        const float2 v = __ldcg(reinterpret_cast<const float2*>(slot_at(part, np, j, h, nl, ml)));
-        acc[np][4 * j + 2 * h] += v.x;
-        acc[np][4 * j + 2 * h + 1] += v.y;
-      });
-    }
-  }
-  T* y = reinterpret_cast<T*>(a.y);
-  const T* bias = reinterpret_cast<const T*>(a.bias);
-  if (!strip_ok) return;
+  float* mine = a.workspace + (int64_t(tile) * w.splits + split) * P::kSlotFloats;
   for_each_pair([&](int np, int j, int h, int nl, int ml) {
-    const int64_t n = n0 + nl;
-    const float b = bias ? to_float<T>(bias[n]) : 0.f;
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      const int64_t m = m0 + ml + e;
-      if (m < a.M) y[m * a.N + n] = from_float<T>(acc[np][4 * j + 2 * h + e] + b);
-    }
+    __stcg(reinterpret_cast<float2*>(slot_at(mine, np, j, h, nl, ml)),
+           make_float2(acc[np][4 * j + 2 * h], acc[np][4 * j + 2 * h + 1]));
   });
+  __threadfence();
+  __syncthreads();
+  __shared__ int arrived;
+  if (tid == 0) {
+    arrived = atomicAdd(a.counters + tile, 1);
+    if (arrived == w.splits - 1) atomicExch(a.counters + tile, 0);  // all in: zero for the next launch
+  }
+  __syncthreads();
+  if (arrived != w.splits - 1) return;
+  __threadfence();
+  for_each_pair([&](int np, int j, int h, int, int) { acc[np][4 * j + 2 * h] = acc[np][4 * j + 2 * h + 1] = 0.f; });
+  for (int q = 0; q < w.splits; ++q) {  // in slice order: the sum does not depend on timing
+    const float* part = a.workspace + (int64_t(tile) * w.splits + q) * P::kSlotFloats;
+    for_each_pair([&](int np, int j, int h, int nl, int ml) {
+      const float2 v = __ldcg(reinterpret_cast<const float2*>(slot_at(part, np, j, h, nl, ml)));
+      acc[np][4 * j + 2 * h] += v.x;
+      acc[np][4 * j + 2 * h + 1] += v.y;
+    });
+  }
+  store_all();
 #endif
 }
 
 // ------------------------------------------------------------------ launch
+
+// Whether k slices' reduce-scatter fits in the stage memory (not every k
+// does for the 128-row tiles: 64 pairs a thread do not divide evenly).
+template <class P, typename ScaleT>
+constexpr bool reduce_fits(int k) {
+  return k == 1 || reduce_bytes<P>(k) <= int64_t(P::kStages) * int64_t(sizeof(WgStage<ScaleT, P>));
+}
 
 template <int BN, int WG, int ST, int STAGES, int D>
 using Shp = WgShape<BN, WG, ST, STAGES, D>;
@@ -315,6 +408,7 @@ struct Config {
   using Shape = P;
   static constexpr int kSmem = P::kStages * int(sizeof(WgStage<ScaleT, P>)) + 1024;  // + alignment slack
   static constexpr auto kernel() { return qgemm_w4_wg_kernel<T, ScaleT, P, ASYM>; }
+  static constexpr bool fits(int k) { return reduce_fits<P, ScaleT>(k); }
 };
 
 // Calls f(Config<...>{}) for the instantiation that serves `a`.
@@ -344,44 +438,99 @@ cudaError_t visit(const QGemmTcArgs& a, F&& f) {
   return a.act == GpuFloat::kBF16 ? scales(__nv_bfloat16{}) : scales(__half{});
 }
 
+// What fits on the current device: CTAs per SM, and the CTAs resident at once
+// when a launch is cut into clusters of k (wave[k]; 0 where k cannot launch).
+// Clusters must sit whole in one GPC, so wave[k] can fall short of SMs x
+// CTAs per SM.
+struct WgOccupancy {
+  int ctas_per_sm = 1;
+  int64_t wave[kMaxSplits + 1] = {};
+};
+
 template <typename C>
-cudaError_t prepare(int* ctas_per_sm) {
-  return prepare_kernel<C::kernel()>(C::Shape::kThreads, C::kSmem, ctas_per_sm);
+cudaError_t prepare(WgOccupancy* occ) {
+  using P = typename C::Shape;
+  static WgOccupancy cache[64];
+  static unsigned long long known = 0;  // bit d: cache[d] is filled (a race only repeats the work)
+  int dev = 0;
+  if (cudaError_t e = cudaGetDevice(&dev); e != cudaSuccess) return e;
+  const int slot = dev < 64 ? dev : 63;
+  if (dev >= 64 || !(known >> dev & 1ull)) {
+    WgOccupancy o;
+    if (cudaError_t e = prepare_kernel<C::kernel()>(P::kThreads, C::kSmem, &o.ctas_per_sm); e != cudaSuccess) return e;
+    DeviceInfo info;
+    if (cudaError_t e = current_device_info(info); e != cudaSuccess) return e;
+    o.wave[1] = int64_t(o.ctas_per_sm) * info.sms;
+    // Clusters of 9-16 CTAs are "non-portable"; Hopper has them. Without
+    // them, those k report no cluster and are not planned.
+    if (cudaFuncSetAttribute(C::kernel(), cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess)
+      (void)cudaGetLastError();
+    for (int k = 2; k <= kMaxSplits; ++k) {
+      cudaLaunchConfig_t cfg = {};
+      cfg.gridDim = dim3(unsigned(k));
+      cfg.blockDim = dim3(unsigned(P::kThreads));
+      cfg.dynamicSmemBytes = size_t(C::kSmem);
+      cudaLaunchAttribute attr;
+      attr.id = cudaLaunchAttributeClusterDimension;
+      attr.val.clusterDim.x = unsigned(k);
+      attr.val.clusterDim.y = attr.val.clusterDim.z = 1;
+      cfg.attrs = &attr;
+      cfg.numAttrs = 1;
+      int clusters = 0;
+      if (cudaOccupancyMaxActiveClusters(&clusters, C::kernel(), &cfg) != cudaSuccess) {
+        (void)cudaGetLastError();
+        clusters = 0;
+      }
+      o.wave[k] = C::fits(k) ? int64_t(clusters) * k : 0;
+    }
+    cache[slot] = o;
+    if (dev < 64) known |= 1ull << dev;
+  }
+  *occ = cache[slot];
+  return cudaSuccess;
 }
 
-// Tiles of `a` for shape P and their K slices (a.splits when set, else
-// pick_split_k's for SMs x ctas_per_sm resident CTAs), each slice at least two stages.
-template <class P>
-WgWork make_work(const QGemmTcArgs& a, int ctas_per_sm) {
+// Tiles of `a` for config C and their K slices (a.splits when set, else
+// pick_split_k_by's), each slice at least two stages. With the cluster sum, a
+// count whose reduce-scatter does not fit becomes the next smaller one that
+// does, and the planner counts the CTAs that clusters of each count leave resident.
+template <class C>
+WgWork make_work(const QGemmTcArgs& a, const WgOccupancy& occ) {
+  using P = typename C::Shape;
   WgWork w;
   w.mtiles = int((a.M + P::BN - 1) / P::BN);
   w.ntiles = int((a.N + P::kCtaN - 1) / P::kCtaN);
   w.stages = int(a.K / (P::ST * kTileK));
+  w.cluster = a.cluster_sum == 1;
   const int64_t max_s = w.stages / 2 < kMaxSplits ? w.stages / 2 : kMaxSplits;
   int64_t s = a.splits;
   if (s < 1) {
-    DeviceInfo dev;
-    const int sms = current_device_info(dev) == cudaSuccess ? dev.sms : 1;
-    // A CTA's fixed cost, in stages: two to fill the pipeline, plus its fp32
-    // partial sums written and read back (twice the slot over a stage's codes
-    // and x). On the H100 this picked the fastest split count of those timed
-    // on every issue shape from 16 to 256 rows (RESULTS.md, thirteenth
-    // session); the rule before it, which accepted a partial second wave when
-    // one wave would be < 90% full, took up to 32% longer there.
+    // A CTA's fixed cost, in stages: two to fill the pipeline, plus its share
+    // of the split-K sum. On the H100 the workspace form picked the fastest
+    // split count of those timed on every issue shape from 16 to 256 rows
+    // (RESULTS.md, thirteenth session); the rule before it, which accepted a
+    // partial second wave when one wave would be < 90% full, took up to 32% longer.
     constexpr double kSlotPerStage = 4.0 * double(P::kSlotFloats) / P::kStageBytes;
-    s = pick_split_k(w.tiles(), w.stages, int64_t(ctas_per_sm) * sms, max_s, 2.0 + 2.0 * kSlotPerStage);
+    const double fixed = 2.0 + (w.cluster ? kClusterSumCost : kWorkspaceSumCost) * kSlotPerStage;
+    s = pick_split_k_by(
+        w.tiles(), w.stages, [&](int64_t k) { return w.cluster ? occ.wave[k] : occ.wave[1]; }, max_s, fixed);
   }
   if (s > max_s) s = max_s;
+  while (w.cluster && s > 1 && !C::fits(int(s))) --s;
   w.splits = int(s > 1 ? s : 1);
+  if (w.splits == 1) w.cluster = false;
   return w;
 }
 
 WgWork work_of(const QGemmTcArgs& a) {
   WgWork w;
   visit(a, [&](auto cfg) {
-    int occupancy = 1;
-    if (prepare<decltype(cfg)>(&occupancy) != cudaSuccess) occupancy = 1;
-    w = make_work<typename decltype(cfg)::Shape>(a, occupancy);
+    WgOccupancy occ;
+    if (prepare<decltype(cfg)>(&occ) != cudaSuccess) {  // plan for one CTA an SM, no clusters (the launch will fail)
+      DeviceInfo dev;
+      occ.wave[1] = current_device_info(dev) == cudaSuccess ? dev.sms : 1;
+    }
+    w = make_work<decltype(cfg)>(a, occ);
     return cudaSuccess;
   });
   return w;
@@ -390,8 +539,7 @@ WgWork work_of(const QGemmTcArgs& a) {
 int64_t slot_floats(const QGemmTcArgs& a) {
   int64_t n = 0;
   visit(a, [&](auto cfg) {
-    using P = typename decltype(cfg)::Shape;
-    n = P::kSlotFloats;
+    n = decltype(cfg)::Shape::kSlotFloats;
     return cudaSuccess;
   });
   return n;
@@ -428,12 +576,12 @@ int qgemm_wg_plan(QGemmTcArgs& a) {
 
 int64_t qgemm_wg_workspace(const QGemmTcArgs& a) {
   const WgWork w = work_of(a);
-  return w.splits > 1 ? int64_t(w.tiles()) * w.splits * slot_floats(a) : 0;
+  return w.splits > 1 && !w.cluster ? int64_t(w.tiles()) * w.splits * slot_floats(a) : 0;
 }
 
 int64_t qgemm_wg_counters(const QGemmTcArgs& a) {
   const WgWork w = work_of(a);
-  return w.splits > 1 ? w.tiles() : 0;
+  return w.splits > 1 && !w.cluster ? w.tiles() : 0;
 }
 
 int qgemm_wg_cuda(const QGemmTcArgs& a, void* stream) {
@@ -441,14 +589,15 @@ int qgemm_wg_cuda(const QGemmTcArgs& a, void* stream) {
   if (a.M == 0) return 0;
   return int(visit(a, [&](auto cfg) {
     using C = decltype(cfg);
-    int occupancy = 1;
-    if (cudaError_t e = prepare<C>(&occupancy); e != cudaSuccess) return e;
-    const WgWork w = make_work<typename C::Shape>(a, occupancy);
-    if (w.splits > 1 && (a.workspace == nullptr || a.counters == nullptr)) return cudaErrorInvalidValue;
+    WgOccupancy occ;
+    if (cudaError_t e = prepare<C>(&occ); e != cudaSuccess) return e;
+    const WgWork w = make_work<C>(a, occ);
+    if (w.splits > 1 && !w.cluster && (a.workspace == nullptr || a.counters == nullptr)) return cudaErrorInvalidValue;
     DeviceInfo dev;
     if (cudaError_t e = current_device_info(dev); e != cudaSuccess) return e;
-    return launch_early(C::kernel(), unsigned(w.tiles() * w.splits), unsigned(C::Shape::kThreads), size_t(C::kSmem),
-                        static_cast<cudaStream_t>(stream), dev, a, w);
+    return launch_early_clustered(C::kernel(), unsigned(w.tiles() * w.splits), unsigned(C::Shape::kThreads),
+                                  size_t(C::kSmem), unsigned(w.cluster ? w.splits : 1), static_cast<cudaStream_t>(stream),
+                                  dev, a, w);
   }));
 }
 

@@ -114,21 +114,38 @@ inline bool use_pdl(cudaStream_t stream) {
 // Launches kernel<<<grid, block, smem, stream>>>(args...), with programmatic
 // dependent launch where the device has it (sm_90 on) and use_pdl() says so,
 // so the kernel's launch overlaps the previous kernel's tail; the kernel must
-// call wait_for_previous_grid() before touching global memory.
+// call wait_for_previous_grid() before touching global memory. `cluster` > 1
+// groups consecutive CTAs into thread-block clusters of that size (sm_90 on;
+// grid a multiple of it).
 template <typename... Params, typename... Args>
-cudaError_t launch_early(void (*kernel)(Params...), unsigned grid, unsigned block, size_t smem, cudaStream_t stream,
-                         const DeviceInfo& dev, Args&&... args) {
+cudaError_t launch_early_clustered(void (*kernel)(Params...), unsigned grid, unsigned block, size_t smem,
+                                   unsigned cluster, cudaStream_t stream, const DeviceInfo& dev, Args&&... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(grid);
   cfg.blockDim = dim3(block);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cudaLaunchAttribute attr;
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = &attr;
-  cfg.numAttrs = dev.major >= 9 && use_pdl(stream) ? 1 : 0;
+  cudaLaunchAttribute attrs[2];
+  unsigned n = 0;
+  if (dev.major >= 9 && use_pdl(stream)) {
+    attrs[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attrs[n++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (cluster > 1) {
+    attrs[n].id = cudaLaunchAttributeClusterDimension;
+    attrs[n].val.clusterDim.x = cluster;
+    attrs[n].val.clusterDim.y = 1;
+    attrs[n++].val.clusterDim.z = 1;
+  }
+  cfg.attrs = attrs;
+  cfg.numAttrs = n;
   return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+}
+
+template <typename... Params, typename... Args>
+cudaError_t launch_early(void (*kernel)(Params...), unsigned grid, unsigned block, size_t smem, cudaStream_t stream,
+                         const DeviceInfo& dev, Args&&... args) {
+  return launch_early_clustered(kernel, grid, block, smem, 1u, stream, dev, std::forward<Args>(args)...);
 }
 
 }  // namespace quantcore::kernels
