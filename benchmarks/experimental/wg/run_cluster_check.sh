@@ -32,6 +32,11 @@ echo "harness checks: $(grep -c ' OK' "$OUT/checks.log") OK, $(grep -c 'FAIL' "$
 for rep in 1 2; do for c in 0 1; do
   echo "== CLUSTER=$c rep $rep"; CLUSTER=$c NOCHECK=1 MS=16,32,64,128,256 /tmp/wgh all
 done; done > "$OUT/modes.log" 2>&1
+# PDL (on under graph capture) lets the next launch's CTAs in early; whole
+# clusters may then wait for room, so the cluster sum is timed without it too.
+for c in 0 1; do
+  echo "== CLUSTER=$c QUANTCORE_PDL=0"; QUANTCORE_PDL=0 CLUSTER=$c NOCHECK=1 MS=16,64,256 /tmp/wgh all
+done > "$OUT/nopdl.log" 2>&1
 for k in 1 2 3 4 6 8 12 16; do
   echo "== CLUSTER=1 SPLITS=$k"; CLUSTER=1 SPLITS=$k NOCHECK=1 MS=16,32,64 /tmp/wgh all
 done > "$OUT/sweep.log" 2>&1

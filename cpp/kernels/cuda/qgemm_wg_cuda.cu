@@ -31,6 +31,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <mutex>
+
 #include "float_types.cuh"
 #include "mma_w4.cuh"
 #include "qgemm_wg_cuda.h"
@@ -111,7 +113,7 @@ __device__ __forceinline__ void cluster_sync() {
 // The address of local shared-memory address `addr` in CTA `rank` of the cluster.
 __device__ __forceinline__ uint32_t cluster_map(uint32_t addr, uint32_t rank) {
   uint32_t r;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(addr), "r"(rank));
+  asm("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(addr), "r"(rank));  // pure: may be combined
   return r;
 }
 __device__ __forceinline__ void store_cluster(uint32_t addr, float a, float b) {
@@ -334,19 +336,18 @@ __global__ void __launch_bounds__(P::kThreads, 1) qgemm_w4_wg_kernel(QGemmTcArgs
     cluster_sync();
     if (!strip_ok) return;
     const float2* got = reinterpret_cast<const float2*>(stages);
-    int owner = 0, slot = 0;
-    for_each_pair([&](int, int, int, int nl, int ml) {
-      if (owner == split) {
-        float2 v = make_float2(0.f, 0.f);
-        for (int q = 0; q < splits; ++q) {  // in slice order, as the workspace sum
-          const float2 part = got[(q * per + slot) * P::kThreads + tid];
-          v.x += part.x;
-          v.y += part.y;
-        }
-        store_pair(nl, ml, v.x, v.y);
+    for (int slot = 0; slot < per; ++slot) {
+      const int p = slot * splits + split;  // a pair of this CTA's share: (np, j, h) as for_each_pair counts
+      if (p >= NACC) break;
+      const int h = p & 1, j = (p >> 1) % (BN / 8), np = (p >> 1) / (BN / 8);
+      float2 v = make_float2(0.f, 0.f);
+      for (int q = 0; q < splits; ++q) {  // in slice order, as the workspace sum
+        const float2 part = got[(q * per + slot) * P::kThreads + tid];
+        v.x += part.x;
+        v.y += part.y;
       }
-      if (++owner == splits) owner = 0, ++slot;
-    });
+      store_pair(n_mine + 16 * np + 8 * h, 8 * j + 2 * t, v.x, v.y);
+    }
     return;
   }
 
@@ -450,19 +451,24 @@ struct WgOccupancy {
 template <typename C>
 cudaError_t prepare(WgOccupancy* occ) {
   using P = typename C::Shape;
+  static std::mutex lock;
   static WgOccupancy cache[64];
-  static unsigned long long known = 0;  // bit d: cache[d] is filled (a race only repeats the work)
+  static unsigned long long known = 0;  // bit d: cache[d] is filled
   int dev = 0;
   if (cudaError_t e = cudaGetDevice(&dev); e != cudaSuccess) return e;
   const int slot = dev < 64 ? dev : 63;
+  std::lock_guard<std::mutex> guard(lock);
   if (dev >= 64 || !(known >> dev & 1ull)) {
+    // An error left by an earlier launch would make the queries below fail;
+    // report it rather than clear it (and plan without clusters for good).
+    if (cudaError_t e = cudaPeekAtLastError(); e != cudaSuccess) return e;
     WgOccupancy o;
     if (cudaError_t e = prepare_kernel<C::kernel()>(P::kThreads, C::kSmem, &o.ctas_per_sm); e != cudaSuccess) return e;
     DeviceInfo info;
     if (cudaError_t e = current_device_info(info); e != cudaSuccess) return e;
     o.wave[1] = int64_t(o.ctas_per_sm) * info.sms;
-    // Clusters of 9-16 CTAs are "non-portable"; Hopper has them. Without
-    // them, those k report no cluster and are not planned.
+    // Clusters of 9-16 CTAs are "non-portable"; Hopper has them. Where this or
+    // a query below is refused, those sizes get no wave and are not planned.
     if (cudaFuncSetAttribute(C::kernel(), cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess)
       (void)cudaGetLastError();
     for (int k = 2; k <= kMaxSplits; ++k) {
@@ -478,7 +484,7 @@ cudaError_t prepare(WgOccupancy* occ) {
       cfg.numAttrs = 1;
       int clusters = 0;
       if (cudaOccupancyMaxActiveClusters(&clusters, C::kernel(), &cfg) != cudaSuccess) {
-        (void)cudaGetLastError();
+        (void)cudaGetLastError();  // no pending error before the queries: this one is the query's own
         clusters = 0;
       }
       o.wave[k] = C::fits(k) ? int64_t(clusters) * k : 0;
@@ -492,8 +498,9 @@ cudaError_t prepare(WgOccupancy* occ) {
 
 // Tiles of `a` for config C and their K slices (a.splits when set, else
 // pick_split_k_by's), each slice at least two stages. With the cluster sum, a
-// count whose reduce-scatter does not fit becomes the next smaller one that
-// does, and the planner counts the CTAs that clusters of each count leave resident.
+// count whose reduce-scatter does not fit, or whose clusters cannot be resident
+// at all, becomes the next smaller one that can run, and the planner counts the
+// CTAs that clusters of each count leave resident.
 template <class C>
 WgWork make_work(const QGemmTcArgs& a, const WgOccupancy& occ) {
   using P = typename C::Shape;
@@ -516,7 +523,7 @@ WgWork make_work(const QGemmTcArgs& a, const WgOccupancy& occ) {
         w.tiles(), w.stages, [&](int64_t k) { return w.cluster ? occ.wave[k] : occ.wave[1]; }, max_s, fixed);
   }
   if (s > max_s) s = max_s;
-  while (w.cluster && s > 1 && !C::fits(int(s))) --s;
+  while (w.cluster && s > 1 && (!C::fits(int(s)) || occ.wave[s] < 1)) --s;
   w.splits = int(s > 1 ? s : 1);
   if (w.splits == 1) w.cluster = false;
   return w;
@@ -569,8 +576,7 @@ bool qgemm_wg_ok(const QGemmTcArgs& a) {
 }
 
 int qgemm_wg_plan(QGemmTcArgs& a) {
-  if (a.splits > 0) return a.splits;
-  a.splits = work_of(a).splits;
+  a.splits = work_of(a).splits;  // a forced count comes back as the one that runs
   return a.splits;
 }
 
