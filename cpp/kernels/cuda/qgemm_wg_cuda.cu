@@ -31,8 +31,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <mutex>
-
 #include "float_types.cuh"
 #include "mma_w4.cuh"
 #include "qgemm_wg_cuda.h"
@@ -439,61 +437,15 @@ cudaError_t visit(const QGemmTcArgs& a, F&& f) {
   return a.act == GpuFloat::kBF16 ? scales(__nv_bfloat16{}) : scales(__half{});
 }
 
-// What fits on the current device: CTAs per SM, and the CTAs resident at once
-// when a launch is cut into clusters of k (wave[k]; 0 where k cannot launch).
-// Clusters must sit whole in one GPC, so wave[k] can fall short of SMs x
-// CTAs per SM.
+// CTAs resident at once by split count (cluster_waves): waves[k] for clusters
+// of k, waves[1] for a launch without clusters.
 struct WgOccupancy {
-  int ctas_per_sm = 1;
-  int64_t wave[kMaxSplits + 1] = {};
+  int64_t waves[kMaxSplits + 1] = {};
 };
 
 template <typename C>
 cudaError_t prepare(WgOccupancy* occ) {
-  using P = typename C::Shape;
-  static std::mutex lock;
-  static WgOccupancy cache[64];
-  static unsigned long long known = 0;  // bit d: cache[d] is filled
-  int dev = 0;
-  if (cudaError_t e = cudaGetDevice(&dev); e != cudaSuccess) return e;
-  const int slot = dev < 64 ? dev : 63;
-  std::lock_guard<std::mutex> guard(lock);
-  if (dev >= 64 || !(known >> dev & 1ull)) {
-    // An error left by an earlier launch would make the queries below fail;
-    // report it rather than clear it (and plan without clusters for good).
-    if (cudaError_t e = cudaPeekAtLastError(); e != cudaSuccess) return e;
-    WgOccupancy o;
-    if (cudaError_t e = prepare_kernel<C::kernel()>(P::kThreads, C::kSmem, &o.ctas_per_sm); e != cudaSuccess) return e;
-    DeviceInfo info;
-    if (cudaError_t e = current_device_info(info); e != cudaSuccess) return e;
-    o.wave[1] = int64_t(o.ctas_per_sm) * info.sms;
-    // Clusters of 9-16 CTAs are "non-portable"; Hopper has them. Where this or
-    // a query below is refused, those sizes get no wave and are not planned.
-    if (cudaFuncSetAttribute(C::kernel(), cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess)
-      (void)cudaGetLastError();
-    for (int k = 2; k <= kMaxSplits; ++k) {
-      cudaLaunchConfig_t cfg = {};
-      cfg.gridDim = dim3(unsigned(k));
-      cfg.blockDim = dim3(unsigned(P::kThreads));
-      cfg.dynamicSmemBytes = size_t(C::kSmem);
-      cudaLaunchAttribute attr;
-      attr.id = cudaLaunchAttributeClusterDimension;
-      attr.val.clusterDim.x = unsigned(k);
-      attr.val.clusterDim.y = attr.val.clusterDim.z = 1;
-      cfg.attrs = &attr;
-      cfg.numAttrs = 1;
-      int clusters = 0;
-      if (cudaOccupancyMaxActiveClusters(&clusters, C::kernel(), &cfg) != cudaSuccess) {
-        (void)cudaGetLastError();  // no pending error before the queries: this one is the query's own
-        clusters = 0;
-      }
-      o.wave[k] = C::fits(k) ? int64_t(clusters) * k : 0;
-    }
-    cache[slot] = o;
-    if (dev < 64) known |= 1ull << dev;
-  }
-  *occ = cache[slot];
-  return cudaSuccess;
+  return cluster_waves<C::kernel(), kMaxSplits>(C::Shape::kThreads, C::kSmem, occ->waves);
 }
 
 // Tiles of `a` for config C and their K slices (a.splits when set, else
@@ -509,6 +461,12 @@ WgWork make_work(const QGemmTcArgs& a, const WgOccupancy& occ) {
   w.ntiles = int((a.N + P::kCtaN - 1) / P::kCtaN);
   w.stages = int(a.K / (P::ST * kTileK));
   w.cluster = a.cluster_sum == 1;
+  // CTAs resident at once with k slices; 0 where k cannot run (its clusters
+  // never fit on the GPU, or its reduce-scatter not in the stages).
+  auto wave_of = [&](int64_t k) -> int64_t {
+    if (!w.cluster || k == 1) return occ.waves[1];
+    return C::fits(int(k)) ? occ.waves[k] : 0;
+  };
   const int64_t max_s = w.stages / 2 < kMaxSplits ? w.stages / 2 : kMaxSplits;
   int64_t s = a.splits;
   if (s < 1) {
@@ -519,11 +477,10 @@ WgWork make_work(const QGemmTcArgs& a, const WgOccupancy& occ) {
     // partial second wave when one wave would be < 90% full, took up to 32% longer.
     constexpr double kSlotPerStage = 4.0 * double(P::kSlotFloats) / P::kStageBytes;
     const double fixed = 2.0 + (w.cluster ? kClusterSumCost : kWorkspaceSumCost) * kSlotPerStage;
-    s = pick_split_k_by(
-        w.tiles(), w.stages, [&](int64_t k) { return w.cluster ? occ.wave[k] : occ.wave[1]; }, max_s, fixed);
+    s = pick_split_k_by(w.tiles(), w.stages, wave_of, max_s, fixed);
   }
   if (s > max_s) s = max_s;
-  while (w.cluster && s > 1 && (!C::fits(int(s)) || occ.wave[s] < 1)) --s;
+  while (s > 1 && wave_of(s) < 1) --s;
   w.splits = int(s > 1 ? s : 1);
   if (w.splits == 1) w.cluster = false;
   return w;
@@ -535,7 +492,7 @@ WgWork work_of(const QGemmTcArgs& a) {
     WgOccupancy occ;
     if (prepare<decltype(cfg)>(&occ) != cudaSuccess) {  // plan for one CTA an SM, no clusters (the launch will fail)
       DeviceInfo dev;
-      occ.wave[1] = current_device_info(dev) == cudaSuccess ? dev.sms : 1;
+      occ.waves[1] = current_device_info(dev) == cudaSuccess ? dev.sms : 1;
     }
     w = make_work<decltype(cfg)>(a, occ);
     return cudaSuccess;

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
+#include <mutex>
 #include <utility>
 
 namespace quantcore::kernels {
@@ -88,6 +89,55 @@ cudaError_t prepare_kernel(int threads, int smem, int* ctas_per_sm) {
     if (dev < 64) configured |= 1ull << dev;
   }
   if (ctas_per_sm) *ctas_per_sm = occupancy[slot] > 0 ? occupancy[slot] : 1;
+  return cudaSuccess;
+}
+
+// The CTAs of `Kernel` (`threads`, `smem` bytes of dynamic shared memory)
+// resident at once when a launch is cut into 1-D clusters of k CTAs, for k = 1
+// .. kMax: waves[k], 0 where clusters of k cannot launch. Clusters must sit
+// whole in one GPC, so waves[k] can fall short of waves[1] (SMs x CTAs per SM).
+// 9-16 are "non-portable" sizes (Hopper has them). Read once per device; an
+// error left by an earlier launch is returned, not cleared or cached.
+template <auto Kernel, int kMax>
+cudaError_t cluster_waves(int threads, int smem, int64_t (&waves)[kMax + 1]) {
+  static std::mutex lock;
+  static int64_t cache[64][kMax + 1];
+  static unsigned long long known = 0;  // bit d: cache[d] is filled
+  int dev = 0;
+  if (cudaError_t e = cudaGetDevice(&dev); e != cudaSuccess) return e;
+  const int slot = dev < 64 ? dev : 63;
+  std::lock_guard<std::mutex> guard(lock);
+  if (dev >= 64 || !(known >> dev & 1ull)) {
+    if (cudaError_t e = cudaPeekAtLastError(); e != cudaSuccess) return e;
+    int per_sm = 0;
+    if (cudaError_t e = prepare_kernel<Kernel>(threads, smem, &per_sm); e != cudaSuccess) return e;
+    DeviceInfo info;
+    if (cudaError_t e = current_device_info(info); e != cudaSuccess) return e;
+    cache[slot][0] = 0;
+    cache[slot][1] = int64_t(per_sm) * info.sms;
+    if (cudaFuncSetAttribute(Kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess)
+      (void)cudaGetLastError();  // no pending error before: this one is the call's own
+    for (int k = 2; k <= kMax; ++k) {
+      cudaLaunchConfig_t cfg = {};
+      cfg.gridDim = dim3(unsigned(k));
+      cfg.blockDim = dim3(unsigned(threads));
+      cfg.dynamicSmemBytes = size_t(smem);
+      cudaLaunchAttribute attr;
+      attr.id = cudaLaunchAttributeClusterDimension;
+      attr.val.clusterDim.x = unsigned(k);
+      attr.val.clusterDim.y = attr.val.clusterDim.z = 1;
+      cfg.attrs = &attr;
+      cfg.numAttrs = 1;
+      int clusters = 0;
+      if (cudaOccupancyMaxActiveClusters(&clusters, Kernel, &cfg) != cudaSuccess) {
+        (void)cudaGetLastError();  // likewise the query's own
+        clusters = 0;
+      }
+      cache[slot][k] = int64_t(clusters) * k;
+    }
+    if (dev < 64) known |= 1ull << dev;
+  }
+  for (int k = 0; k <= kMax; ++k) waves[k] = cache[slot][k];
   return cudaSuccess;
 }
 
