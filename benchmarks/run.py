@@ -186,7 +186,7 @@ def classify(d: dict) -> Optional[str]:
 
 # Committed files that fill a slot when no file of the slot's own name exists.
 PREFERRED = {
-    "cuda_qlinear": "cuda_qlinear_h100_v15.json",
+    "cuda_qlinear": "cuda_qlinear_h100_v16.json",
     "cuda_decode": "cuda_decode_llama8bshape16l_graph_h100.json",
     "gptq_solver_cuda": "gptq_solver_h100.json",
     "qat_step_cuda": "qat_step_cuda_h100.json",

@@ -239,7 +239,7 @@ at::Tensor qgemm_tc_cuda(const at::Tensor& x, const at::Tensor& codes, const at:
     a.wgmma = wg[0] - '0';
   }
   // QUANTCORE_WG_CLUSTER=1 / 0: the wgmma GEMM adds its split-K partial sums in a thread-block
-  // cluster's shared memory / through a global workspace (the default until timed on the H100).
+  // cluster's shared memory / through a global workspace (default: the one its planner prefers).
   if (const char* cl = std::getenv("QUANTCORE_WG_CLUSTER")) {
     TORCH_CHECK_VALUE(std::string(cl) == "0" || std::string(cl) == "1", op,
                       ": QUANTCORE_WG_CLUSTER must be 0 or 1");

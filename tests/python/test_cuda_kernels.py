@@ -314,17 +314,23 @@ def test_qgemm_tc_wgmma_rows(dtype, m, n, k, group, sym, scale_dtype, splits, mo
     canon, tc = tc_operands(n, k, gs, sym, scale_dtype, seed=m + n)
     x = torch.randn(m, k, dtype=dtype, device="cuda")
     bias = torch.randn(n, dtype=dtype, device="cuda")
-    y = torch.ops.quantcore.qgemm_tc(x, *tc, bias)
+    y = torch.ops.quantcore.qgemm_tc(x, *tc, bias)  # the planner's split-K sum
     check(y, reference(x, *canon, bias, 4, gs), dtype)
     assert torch.equal(y, torch.ops.quantcore.qgemm_tc(x, *tc, bias))
-    # The split-K sum in a thread-block cluster's shared memory: the same
-    # slices added in the same order give the same bits.
+    # Each split-K sum forced: through the workspace, and in a thread-block
+    # cluster's shared memory. The same slices added in the same order give the
+    # same bits; a forced count is kept by the planner's choice too.
+    monkeypatch.setenv("QUANTCORE_WG_CLUSTER", "0")
+    y_workspace = torch.ops.quantcore.qgemm_tc(x, *tc, bias)
+    check(y_workspace, reference(x, *canon, bias, 4, gs), dtype)
+    if splits:
+        assert torch.equal(y_workspace, y)
     monkeypatch.setenv("QUANTCORE_WG_CLUSTER", "1")
     y_cluster = torch.ops.quantcore.qgemm_tc(x, *tc, bias)
     check(y_cluster, reference(x, *canon, bias, 4, gs), dtype)
     assert torch.equal(y_cluster, torch.ops.quantcore.qgemm_tc(x, *tc, bias))
     if cluster_runs_forced_split(m, splits, scale_dtype):
-        assert torch.equal(y_cluster, y)
+        assert torch.equal(y_cluster, y_workspace)
     monkeypatch.setenv("QUANTCORE_WG_CLUSTER", "yes")
     with pytest.raises(ValueError, match="QUANTCORE_WG_CLUSTER"):
         torch.ops.quantcore.qgemm_tc(x, *tc, bias)

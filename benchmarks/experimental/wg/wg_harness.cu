@@ -79,9 +79,23 @@ int main(int argc, char** argv) {
     a.workspace = ws; a.counters = counters; a.M = M; a.N = N; a.K = K; a.group_size = g < 0 ? K : g;
     a.act = GpuFloat::kBF16; a.scale = GpuFloat::kBF16; a.splits = 0; a.wgmma = 1;
     if (getenv("SPLITS")) a.splits = atoi(getenv("SPLITS"));
-    if (getenv("CLUSTER")) a.cluster_sum = atoi(getenv("CLUSTER"));  // 1: split-K sum in the cluster's shared memory
+    if (getenv("CLUSTER")) a.cluster_sum = atoi(getenv("CLUSTER"));  // 1 / 0: split-K sum in the cluster's shared memory / the workspace (unset: the planner's)
     qgemm_wg_plan(a); return a;
   };
+  if (!strcmp(mode, "waves")) {  // CTAs resident by cluster size, per tile config (bf16, symmetric)
+    for (int64_t M : {16, 32, 64, 128}) {
+      QGemmTcArgs a = args(M, 8192, 8192, gs, false, 0);
+      visit(a, [&](auto cfg) {
+        WgOccupancy occ;
+        cudaError_t e = prepare<decltype(cfg)>(&occ);
+        printf("M=%3ld waves (cluster of 1..16):", M);
+        for (int k = 1; k <= kMaxSplits; ++k) printf(" %ld", (long)occ.waves[k]);
+        printf("%s\n", e == cudaSuccess ? "" : " (query failed)");
+        return cudaSuccess;
+      });
+    }
+    return 0;
+  }
   if (!strcmp(mode, "prof")) {
     int64_t M = atoll(argv[2]), N = atoll(argv[3]), K = atoll(argv[4]);
     for (int r = 0; r < 5; ++r) { QGemmTcArgs a = args(M, N, K, gs, false, r % NW); int e = qgemm_wg_cuda(a, 0); if (e) { printf("err %d\n", e); return 1; } }
@@ -102,7 +116,7 @@ int main(int argc, char** argv) {
     for (int64_t i = 0; i < c.M * c.N; ++i) { double d = fabs(__bfloat162float(hq[i]) - hr[i]); if (!(d <= maxerr)) { maxerr = d; worst = i; } maxref = std::max(maxref, (double)fabs(hr[i])); }
     bool ok = maxerr <= 0.02 * maxref + 1e-3;
     ok_all &= ok;
-    printf("check M=%ld N=%ld K=%ld g=%ld asym=%d splits=%d: max err %.4g (ref max %.4g) %s\n", c.M, c.N, c.K, c.gs, c.asym, a.splits, maxerr, maxref, ok ? "OK" : "FAIL");
+    printf("check M=%ld N=%ld K=%ld g=%ld asym=%d splits=%d%s: max err %.4g (ref max %.4g) %s\n", c.M, c.N, c.K, c.gs, c.asym, a.splits, a.cluster_sum == 1 ? "c" : "", maxerr, maxref, ok ? "OK" : "FAIL");
   }
   if (!ok_all) printf("CHECK FAILED\n");
   if (!strcmp(mode, "check")) return ok_all ? 0 : 1;
@@ -136,7 +150,7 @@ int main(int argc, char** argv) {
       std::sort(tq.begin(), tq.end()); std::sort(tb.begin(), tb.end());
       CK(cudaGetLastError());
       double uq = tq[3] * 1000 / R, ub = tb[3] * 1000 / R;
-      printf("%6ld x %6ld M=%4ld splits=%2d: wg %7.1f us  bf16 %7.1f us  ratio %.2fx  (%.0f TFLOPS)\n", s.N, s.K, M, a0.splits, uq, ub, ub / uq, 2.0 * M * s.N * s.K / uq / 1e6);
+      printf("%6ld x %6ld M=%4ld splits=%2d%s: wg %7.1f us  bf16 %7.1f us  ratio %.2fx  (%.0f TFLOPS)\n", s.N, s.K, M, a0.splits, a0.cluster_sum == 1 ? "c" : "w", uq, ub, ub / uq, 2.0 * M * s.N * s.K / uq / 1e6);
       cudaGraphExecDestroy(xq); cudaGraphExecDestroy(xb); cudaGraphDestroy(gq); cudaGraphDestroy(gb);
     }
     for (auto p : wb) cudaFree(p);

@@ -41,7 +41,8 @@ struct QGemmTcArgs {
   int wgmma = -1;                     // the Hopper wgmma GEMM (qgemm_wg_cuda.h): -1 where it is the faster
                                       // (by M), 0 never, 1 wherever it can run
   int cluster_sum = -1;               // the wgmma GEMM's split-K sum: 1 in a thread-block cluster's shared
-                                      // memory, 0 through workspace and counters, -1 the default (0)
+                                      // memory, 0 through workspace and counters, -1 the planner's choice
+                                      // (qgemm_tc_plan sets the one that runs)
 };
 
 // K % 64 == 0, N % 32 == 0, group as above.

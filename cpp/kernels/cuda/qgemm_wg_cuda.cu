@@ -15,16 +15,19 @@
 //
 // Work: tiles of BN rows of x by 128 WG outputs, times `splits` slices of
 // K. A CTA does one (tile, slice). With several slices the partial sums meet
-// in one of two ways (QGemmTcArgs::cluster_sum):
-//  * workspace (the default): each CTA writes its fp32 sums to its slot, the
-//    last to arrive adds the slots and writes y. On the H100 this sum was
-//    most of the fixed cost at 16-64 rows (benchmarks/RESULTS.md, thirteenth
-//    session);
+// in one of two ways (QGemmTcArgs::cluster_sum; by default the planner picks
+// the one it expects to be faster, choose_split_sum in split_k_plan.h):
+//  * workspace: each CTA writes its fp32 sums to its slot, the last to arrive
+//    adds the slots and writes y. Any number of waves; the last CTA's read of
+//    every slot is the cost (most of the fixed cost at 16-64 rows on the H100,
+//    benchmarks/RESULTS.md, thirteenth session);
 //  * cluster: the slices of a tile run as one thread-block cluster and add
 //    their sums in distributed shared memory, a reduce-scatter (CTA r gets
 //    every slice's share r into its own shared memory, adds it and writes that
 //    share of y): no global traffic, and no CTA sums alone while the others
-//    have finished. Not yet timed on a GPU, hence not the default.
+//    have finished. Clusters must sit whole in a GPC, so fewer are resident;
+//    taken by default only where the launch is one wave (up to 21% faster at
+//    128-256 rows on the H100, sixteenth session).
 // Both add the slices in slice order: results do not depend on timing, and
 // the two agree bit for bit.
 #include <cuda_bf16.h>
@@ -44,11 +47,19 @@ namespace {
 
 constexpr int kTileK = 32;   // inputs per 16-byte code load of a lane
 constexpr int kMaxSplits = 16;  // slices of K (with the cluster sum, a cluster: Hopper's largest is 16)
-// What the split-K sum costs a CTA in the planner, in units of its fp32 slot
-// over a stage's bytes: through the workspace the slot is written, then read
-// back (2, fitted on the H100, RESULTS.md thirteenth session); in the cluster
-// it stays on chip (a guess until it is timed).
-constexpr double kWorkspaceSumCost = 2.0, kClusterSumCost = 0.5;
+// What the split-K sum costs a CTA in the planner, in slots (a CTA's fp32
+// partial sums): through the workspace, a slot is written and the last CTA
+// to arrive reads all k back; in the cluster, every CTA receives about one
+// slot's worth of other slices' pairs over DSMEM. Fitted on the H100
+// (benchmarks/RESULTS.md, thirteenth and sixteenth sessions): the one-warpgroup
+// tiles' fragment-order slots stream at full speed, 2 slots whatever k; the
+// 128-row tiles' (output, row) slots cost 1.1 + 0.52 k (8 slices took 58.7 us
+// on 4096 x 14336 at 128 rows where 6 clustered took 46.6); the cluster sum 1.
+constexpr double kClusterSumSlots = 1.0;
+template <class P>
+constexpr double workspace_sum_slots(int64_t k) {
+  return P::WG == 1 ? 2.0 : 1.1 + 0.52 * double(k);
+}
 // Where it beats the mma.sync GEMM (qgemm_tc_cuda.cu) on the H100
 // (benchmarks/RESULTS.md, twelfth session): from 17 rows on every issue shape,
 // and from 9 rows on layers of up to 2^27 weights (at 16 rows it was 2-12%
@@ -448,11 +459,12 @@ cudaError_t prepare(WgOccupancy* occ) {
   return cluster_waves<C::kernel(), kMaxSplits>(C::Shape::kThreads, C::kSmem, occ->waves);
 }
 
-// Tiles of `a` for config C and their K slices (a.splits when set, else
-// pick_split_k_by's), each slice at least two stages. With the cluster sum, a
-// count whose reduce-scatter does not fit, or whose clusters cannot be resident
-// at all, becomes the next smaller one that can run, and the planner counts the
-// CTAs that clusters of each count leave resident.
+// Tiles of `a` for config C, their K slices and how the slices' partial sums
+// meet. a.cluster_sum < 0 (the default) takes the sum the cost model prefers
+// (choose_split_sum); 0 / 1 force the workspace / cluster sum. a.splits >= 1
+// forces the count, else the planner picks it; each slice gets at least two
+// stages. A forced cluster count whose reduce-scatter does not fit, or whose
+// clusters cannot be resident at all, becomes the next smaller one that can run.
 template <class C>
 WgWork make_work(const QGemmTcArgs& a, const WgOccupancy& occ) {
   using P = typename C::Shape;
@@ -460,27 +472,36 @@ WgWork make_work(const QGemmTcArgs& a, const WgOccupancy& occ) {
   w.mtiles = int((a.M + P::BN - 1) / P::BN);
   w.ntiles = int((a.N + P::kCtaN - 1) / P::kCtaN);
   w.stages = int(a.K / (P::ST * kTileK));
-  w.cluster = a.cluster_sum == 1;
-  // CTAs resident at once with k slices; 0 where k cannot run (its clusters
-  // never fit on the GPU, or its reduce-scatter not in the stages).
-  auto wave_of = [&](int64_t k) -> int64_t {
-    if (!w.cluster || k == 1) return occ.waves[1];
+  // CTAs resident at once in clusters of k; 0 where k cannot run (its
+  // clusters never fit on the GPU, or its reduce-scatter not in the stages).
+  auto cluster_wave = [&](int64_t k) -> int64_t {
+    if (k == 1) return occ.waves[1];
     return C::fits(int(k)) ? occ.waves[k] : 0;
   };
+  // A CTA's fixed cost, in stages: two to fill the pipeline, plus its share of
+  // the split-K sum in slots (its fp32 partial sums) over a stage's bytes.
+  constexpr double kSlotPerStage = 4.0 * double(P::kSlotFloats) / P::kStageBytes;
+  auto ws_fixed = [](int64_t k) { return 2.0 + kSlotPerStage * workspace_sum_slots<P>(k); };
+  auto cluster_fixed = [](int64_t) { return 2.0 + kSlotPerStage * kClusterSumSlots; };
   const int64_t max_s = w.stages / 2 < kMaxSplits ? w.stages / 2 : kMaxSplits;
-  int64_t s = a.splits;
-  if (s < 1) {
-    // A CTA's fixed cost, in stages: two to fill the pipeline, plus its share
-    // of the split-K sum. On the H100 the workspace form picked the fastest
-    // split count of those timed on every issue shape from 16 to 256 rows
-    // (RESULTS.md, thirteenth session); the rule before it, which accepted a
-    // partial second wave when one wave would be < 90% full, took up to 32% longer.
-    constexpr double kSlotPerStage = 4.0 * double(P::kSlotFloats) / P::kStageBytes;
-    const double fixed = 2.0 + (w.cluster ? kClusterSumCost : kWorkspaceSumCost) * kSlotPerStage;
-    s = pick_split_k_by(w.tiles(), w.stages, wave_of, max_s, fixed);
+  const int64_t forced = a.splits >= 1 ? (a.splits < max_s ? a.splits : max_s) : 0;
+  int64_t s = 1;
+  if (a.cluster_sum < 0) {
+    const SplitSumChoice c = choose_split_sum(w.tiles(), w.stages, occ.waves[1], cluster_wave, max_s, ws_fixed,
+                                              cluster_fixed, forced);
+    s = c.k;
+    w.cluster = c.cluster;
+  } else {
+    w.cluster = a.cluster_sum == 1;
+    if (forced >= 1)
+      s = forced;
+    else if (w.cluster)
+      s = plan_split_k(w.tiles(), w.stages, cluster_wave, max_s, cluster_fixed).k;
+    else
+      s = plan_split_k(w.tiles(), w.stages, [&](int64_t) { return occ.waves[1]; }, max_s, ws_fixed).k;
+    if (w.cluster)
+      while (s > 1 && cluster_wave(s) < 1) --s;
   }
-  if (s > max_s) s = max_s;
-  while (s > 1 && wave_of(s) < 1) --s;
   w.splits = int(s > 1 ? s : 1);
   if (w.splits == 1) w.cluster = false;
   return w;
@@ -533,7 +554,11 @@ bool qgemm_wg_ok(const QGemmTcArgs& a) {
 }
 
 int qgemm_wg_plan(QGemmTcArgs& a) {
-  a.splits = work_of(a).splits;  // a forced count comes back as the one that runs
+  // What runs comes back: the count (a forced one that cannot run steps down)
+  // and the sum, so that the same arguments give the same launch.
+  const WgWork w = work_of(a);
+  a.splits = w.splits;
+  a.cluster_sum = w.cluster ? 1 : 0;
   return a.splits;
 }
 

@@ -18,7 +18,8 @@ bool qgemm_wg_built();
 // Built with sm_90a code, running on an sm_90 GPU, and a shape this kernel takes.
 bool qgemm_wg_ok(const QGemmTcArgs& args);
 
-// K splits for these sizes (fills args.splits when it is 0), then the scratch they need.
+// K splits for these sizes and the split-K sum (sets args.splits and args.cluster_sum to
+// what will run), then the scratch they need.
 int qgemm_wg_plan(QGemmTcArgs& args);
 int64_t qgemm_wg_workspace(const QGemmTcArgs& args);  // floats; 0 without split-K
 int64_t qgemm_wg_counters(const QGemmTcArgs& args);   // int32 counters; 0 without split-K
