@@ -1,5 +1,6 @@
-// How many K slices a split-K GEMM launch should use. Plain C++ (no CUDA):
-// the CUDA GEMMs call it on the host, the Catch2 tests check it on the CPU.
+// How many K slices a split-K GEMM launch should use, and (for the wgmma GEMM)
+// which sum its slices meet in. Plain C++ (no CUDA): the wgmma GEMM calls it on
+// the host, the Catch2 tests check it on the CPU.
 #pragma once
 
 #include <cstdint>
@@ -12,8 +13,9 @@ namespace quantcore::kernels {
 //   ceil(tiles * k / wave) x (stages / k + fixed_stages),
 // waves of CTAs times one CTA's time, where `fixed_stages` is what a CTA costs
 // besides its stages (filling its pipeline, writing and summing its partial
-// sums), in stages. The planners below take the k in [1, cap] with the least of that, the fewest
-// slices on ties (each slice adds partial sums to write and add).
+// sums), in stages. The planners below take the k in [1, cap] with the least
+// of that, the fewest slices on ties (each slice adds partial sums to write
+// and add).
 
 // Launch cost, in a CTA's stages, of k slices with `wave` CTAs resident and a
 // CTA's fixed cost `fixed`; -1 where k cannot run (wave < 1).
@@ -41,14 +43,6 @@ inline SplitChoice plan_split_k(int64_t tiles, int64_t stages, WaveOf wave_of, i
     if (c >= 0 && c < best.cost * (1 - 1e-9)) best.k = int(k), best.cost = c;
   }
   return best;
-}
-
-// pick_split_k_by takes the wave as a function of k: a launch whose k slices
-// of a tile run as one thread-block cluster has fewer CTAs resident when the
-// clusters do not tile the GPCs evenly (k with wave_of(k) < 1 are skipped).
-template <class WaveOf>
-inline int pick_split_k_by(int64_t tiles, int64_t stages, WaveOf wave_of, int64_t cap, double fixed_stages) {
-  return plan_split_k(tiles, stages, wave_of, cap, [fixed_stages](int64_t) { return fixed_stages; }).k;
 }
 
 // Which split-K sum a GEMM with both should use: through a global workspace
@@ -85,11 +79,6 @@ inline SplitSumChoice choose_split_sum(int64_t tiles, int64_t stages, int64_t ws
   out.k = ws.k;
   if (cl.k > 1 && cl.cost >= 0 && (ws.cost < 0 || cl.cost < ws.cost * (1 - 1e-9))) out.k = cl.k, out.cluster = true;
   return out;
-}
-
-inline int pick_split_k(int64_t tiles, int64_t stages, int64_t wave, int64_t cap, double fixed_stages) {
-  if (wave < 1) return 1;
-  return pick_split_k_by(tiles, stages, [wave](int64_t) { return wave; }, cap, fixed_stages);
 }
 
 }  // namespace quantcore::kernels

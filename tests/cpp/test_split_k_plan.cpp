@@ -1,20 +1,29 @@
-// pick_split_k, pick_split_k_by, plan_split_k and choose_split_sum (split_k_plan.h): the split-K
-// count the CUDA GEMMs launch with, and which sum the wgmma GEMM's slices meet in.
+// plan_split_k and choose_split_sum (split_k_plan.h): the split-K count the wgmma GEMM launches
+// with, and which sum its slices meet in.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <random>
 
 #include "split_k_plan.h"
 
 using quantcore::kernels::choose_split_sum;
-using quantcore::kernels::pick_split_k;
-using quantcore::kernels::pick_split_k_by;
 using quantcore::kernels::plan_split_k;
 using quantcore::kernels::split_k_cost;
 
 namespace {
+
+// plan_split_k's count with a flat fixed cost, and with the wave a function of k.
+template <class WaveOf>
+int pick_split_k_by(int64_t tiles, int64_t stages, WaveOf wave_of, int64_t cap, double fixed) {
+  return plan_split_k(tiles, stages, wave_of, cap, [fixed](int64_t) { return fixed; }).k;
+}
+int pick_split_k(int64_t tiles, int64_t stages, int64_t wave, int64_t cap, double fixed) {
+  return pick_split_k_by(tiles, stages, [wave](int64_t) { return wave; }, cap, fixed);
+}
 
 double launch_cost(int64_t tiles, int64_t stages, int64_t wave, int64_t k, double fixed) {
   return std::ceil(double(tiles * k) / double(wave)) * (double(stages) / double(k) + fixed);
@@ -110,7 +119,7 @@ TEST_CASE("pick_split_k_by: clusters that leave slots empty count as a smaller w
   CHECK(pick_split_k_by(32, 112, gpc, 16, 3.33) == 8);
 }
 
-TEST_CASE("plan_split_k: a flat fixed cost gives pick_split_k's count, and its cost", "[split_k]") {
+TEST_CASE("plan_split_k: the count a plain search finds, and its cost", "[split_k]") {
   std::mt19937 rng(11);
   for (int trial = 0; trial < 2000; ++trial) {
     const int64_t tiles = 1 + rng() % 300, stages = 1 + rng() % 300, wave = 1 + rng() % 600, cap = 1 + rng() % 16;
@@ -138,15 +147,15 @@ namespace {
 
 // The wgmma GEMM's fixed costs (qgemm_wg_cuda.cu), in stages, for a slot of
 // `slot` stages' bytes: the workspace sum (flat for the one-warpgroup tiles,
-// growing with k for the 128-row ones) and the cluster sum.
+// growing with k for the 128-row ones) and the cluster sum; one slice has none.
 auto ws_flat(double slot) {
-  return [slot](int64_t) { return 2.0 + 2.0 * slot; };
+  return [slot](int64_t k) { return k == 1 ? 2.0 : 2.0 + 2.0 * slot; };
 }
 auto ws_growing(double slot) {
-  return [slot](int64_t k) { return 2.0 + slot * (1.1 + 0.52 * double(k)); };
+  return [slot](int64_t k) { return k == 1 ? 2.0 : 2.0 + slot * (1.1 + 0.52 * double(k)); };
 }
 auto cluster_cost(double slot) {
-  return [slot](int64_t) { return 2.0 + slot; };
+  return [slot](int64_t k) { return k == 1 ? 2.0 : 2.0 + slot; };
 }
 
 }  // namespace
@@ -158,14 +167,19 @@ TEST_CASE("choose_split_sum: the cluster sum where it is one wave and cheaper", 
   auto c = choose_split_sum(56, 32, 132, every(132), 16, ws_growing(2.67), cluster_cost(2.67), 0);
   CHECK(c.k == 2);
   CHECK(c.cluster);
-  // Clusters that need a second wave are not taken, even where the model
-  // would rate them cheaper: 8192 x 8192 at 64 rows, where clusters of 4 keep
-  // fewer than the 256 CTAs resident, stays with the workspace's 4 (32 against
-  // 47.5 us).
+  // 8192 x 8192 at 64 rows: clusters of 4 keep fewer than the 256 CTAs
+  // resident, so the workspace's 4 (32 against 47.5 us on the H100).
   const auto short_of_4 = [](int64_t k) { return k == 4 ? int64_t(240) : int64_t(264); };
   c = choose_split_sum(64, 64, 264, short_of_4, 16, ws_flat(1.33), cluster_cost(1.33), 0);
   CHECK(c.k == 4);
   CHECK_FALSE(c.cluster);
+  // Clusters that need a second wave are not taken even where the model rates
+  // them cheaper: 100 tiles, 5 clustered slices in two waves (32.3) against the
+  // workspace's 5 (34.9); the one-wave clustered 2 (35.3) loses.
+  c = choose_split_sum(100, 64, 264, short_of_4, 16, ws_flat(1.33), cluster_cost(1.33), 0);
+  CHECK(c.k == 5);
+  CHECK_FALSE(c.cluster);
+  CHECK(split_k_cost(100, 64, 5, 264, 2 + 1.33) < split_k_cost(100, 64, 5, 264, 2 + 2 * 1.33));
   // One slice needs no sum.
   c = choose_split_sum(224, 64, 264, every(264), 16, ws_flat(1.33), cluster_cost(1.33), 0);
   CHECK(c.k == 1);
@@ -194,4 +208,48 @@ TEST_CASE("choose_split_sum: a forced count is kept, only the sum is chosen", "[
   c = choose_split_sum(40, 64, 132, fits_but_9, 16, ws_growing(2.67), cluster_cost(2.67), 8);
   CHECK(c.k == 8);
   CHECK_FALSE(c.cluster);
+}
+
+TEST_CASE("choose_split_sum: the H100's picks on the issue shapes", "[split_k]") {
+  // CTAs resident by cluster size (index k; 1 = no cluster) for the 16-, 32-,
+  // 64- and 128-row tiles, as cudaOccupancyMaxActiveClusters reported them on
+  // the H100 (`wgh waves`, benchmarks/RESULTS.md, sixteenth session), and the
+  // count and sum the planner ran there, each the faster sum or within noise.
+  const int64_t waves[4][17] = {{0, 528, 528, 489, 496, 470, 474, 483, 496, 459, 440, 407, 444, 390, 420, 420, 448},
+                                {0, 396, 396, 372, 368, 345, 372, 329, 360, 333, 300, 308, 336, 299, 294, 315, 336},
+                                {0, 264, 264, 237, 248, 235, 234, 224, 240, 207, 210, 176, 192, 182, 196, 210, 224},
+                                {0, 132, 132, 117, 120, 110, 102, 105, 120, 81, 70, 77, 84, 91, 98, 105, 112}};
+  const int rows[4] = {16, 32, 64, 128};
+  const double slot[4] = {8192.0 / 12288, 1.0, 32768.0 / 24576, 131072.0 / 49152};  // slot bytes / stage bytes
+  struct Case {
+    int64_t n, k;
+    int m;
+    int splits;
+    bool cluster;
+  };
+  const Case cases[] = {
+      {28672, 8192, 16, 2, true},   {28672, 8192, 32, 5, false},  {28672, 8192, 64, 1, false},
+      {28672, 8192, 128, 1, false}, {28672, 8192, 256, 1, false}, {8192, 8192, 16, 8, false},
+      {8192, 8192, 32, 6, false},   {8192, 8192, 64, 4, false},   {8192, 8192, 128, 3, true},
+      {8192, 8192, 256, 2, true},   {14336, 4096, 16, 4, true},   {14336, 4096, 32, 3, true},
+      {14336, 4096, 64, 2, true},   {14336, 4096, 128, 2, true},  {14336, 4096, 256, 1, false},
+      {4096, 14336, 16, 16, false}, {4096, 14336, 32, 12, false}, {4096, 14336, 64, 8, false},
+      {4096, 14336, 128, 6, true},  {4096, 14336, 256, 4, false},
+  };
+  for (const Case& c : cases) {
+    const int t = c.m <= 16 ? 0 : c.m <= 32 ? 1 : c.m <= 64 ? 2 : 3;
+    const int64_t cta_n = t == 3 ? 256 : 128;
+    const int64_t tiles = ((c.m + rows[t] - 1) / rows[t]) * ((c.n + cta_n - 1) / cta_n), stages = c.k / 128;
+    // 9, 12 and 15 slices' reduce-scatter does not fit the 128-row tiles (16-bit scales).
+    const auto cluster_wave = [&](int64_t k) -> int64_t {
+      return t == 3 && (k == 9 || k == 12 || k == 15) ? 0 : waves[t][k];
+    };
+    const auto ws = t == 3 ? std::function<double(int64_t)>(ws_growing(slot[t]))
+                           : std::function<double(int64_t)>(ws_flat(slot[t]));
+    const auto pick = choose_split_sum(tiles, stages, waves[t][1], cluster_wave, std::min<int64_t>(16, stages / 2),
+                                       ws, cluster_cost(slot[t]), 0);
+    INFO(c.n << " x " << c.k << " at " << c.m << " rows");
+    CHECK(pick.k == c.splits);
+    CHECK(pick.cluster == c.cluster);
+  }
 }

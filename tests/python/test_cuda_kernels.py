@@ -296,9 +296,10 @@ def test_hopper_builds_have_the_wgmma_gemm():
     (130, 2080, 1024, 128, True, torch.float16, 0),
     (256, 4096, 1024, 128, False, torch.bfloat16, 0),
     (256, 800, 8192, 32, True, torch.float32, 5),
-    # Split K runs each tile's slices as one thread-block cluster: 9-16 are
-    # Hopper's non-portable sizes; 9 slices' reduce-scatter does not fit the
-    # 128-row tile's stages with 16-bit scales, so it runs 8.
+    # Forced counts of 9-16 slices: with the cluster sum forced, Hopper's
+    # non-portable cluster sizes; 9 slices' reduce-scatter does not fit the
+    # 128-row tile's stages with 16-bit scales, so that pass runs 8 (the
+    # planner's pass keeps 9, through the workspace).
     (16, 4096, 4096, 128, True, torch.float16, 16),
     (64, 1056, 4096, 64, False, torch.bfloat16, 11),
     (256, 544, 8192, 128, True, torch.bfloat16, 9),

@@ -49,8 +49,11 @@ struct QGemmTcArgs {
 bool qgemm_tc_supported(int64_t N, int64_t K, int64_t group_size);
 
 // The K-chunk count (stream-K units per tile) the launcher will use for these sizes on the current
-// device (fills args.splits when it is 0), and the scratch it needs (none for up to 8 rows of x,
-// which the few-rows kernel of qgemm_few_cuda.h serves where x fits in shared memory).
+// device, and the scratch it needs (none for up to 8 rows of x, which the few-rows kernel of
+// qgemm_few_cuda.h serves where x fits in shared memory). qgemm_tc_plan fills args.splits when it
+// is 0; on the wgmma path it writes the count and the sum that will run into args.splits and
+// args.cluster_sum (a forced count may come back smaller), so planning another shape with the
+// same struct needs splits = 0 and cluster_sum = -1 again.
 int qgemm_tc_plan(QGemmTcArgs& args);
 int64_t qgemm_tc_workspace(const QGemmTcArgs& args);  // floats; 0 without split-K
 int64_t qgemm_tc_counters(const QGemmTcArgs& args);   // int32 counters; 0 without split-K

@@ -481,8 +481,9 @@ WgWork make_work(const QGemmTcArgs& a, const WgOccupancy& occ) {
   // A CTA's fixed cost, in stages: two to fill the pipeline, plus its share of
   // the split-K sum in slots (its fp32 partial sums) over a stage's bytes.
   constexpr double kSlotPerStage = 4.0 * double(P::kSlotFloats) / P::kStageBytes;
-  auto ws_fixed = [](int64_t k) { return 2.0 + kSlotPerStage * workspace_sum_slots<P>(k); };
-  auto cluster_fixed = [](int64_t) { return 2.0 + kSlotPerStage * kClusterSumSlots; };
+  // One slice has no sum.
+  auto ws_fixed = [](int64_t k) { return k == 1 ? 2.0 : 2.0 + kSlotPerStage * workspace_sum_slots<P>(k); };
+  auto cluster_fixed = [](int64_t k) { return k == 1 ? 2.0 : 2.0 + kSlotPerStage * kClusterSumSlots; };
   const int64_t max_s = w.stages / 2 < kMaxSplits ? w.stages / 2 : kMaxSplits;
   const int64_t forced = a.splits >= 1 ? (a.splits < max_s ? a.splits : max_s) : 0;
   int64_t s = 1;
