@@ -473,10 +473,11 @@ WgWork make_work(const QGemmTcArgs& a, const WgOccupancy& occ) {
   w.ntiles = int((a.N + P::kCtaN - 1) / P::kCtaN);
   w.stages = int(a.K / (P::ST * kTileK));
   // CTAs resident at once in clusters of k; 0 where k cannot run (its
-  // clusters never fit on the GPU, or its reduce-scatter not in the stages).
+  // clusters never fit on the GPU, its reduce-scatter not in the stages, or
+  // the workspace sum is forced).
   auto cluster_wave = [&](int64_t k) -> int64_t {
     if (k == 1) return occ.waves[1];
-    return C::fits(int(k)) ? occ.waves[k] : 0;
+    return a.cluster_sum != 0 && C::fits(int(k)) ? occ.waves[k] : 0;
   };
   // A CTA's fixed cost, in stages: two to fill the pipeline, plus its share of
   // the split-K sum in slots (its fp32 partial sums) over a stage's bytes.
@@ -487,21 +488,15 @@ WgWork make_work(const QGemmTcArgs& a, const WgOccupancy& occ) {
   const int64_t max_s = w.stages / 2 < kMaxSplits ? w.stages / 2 : kMaxSplits;
   const int64_t forced = a.splits >= 1 ? (a.splits < max_s ? a.splits : max_s) : 0;
   int64_t s = 1;
-  if (a.cluster_sum < 0) {
+  if (a.cluster_sum == 1) {  // its own plan, several waves allowed
+    s = forced >= 1 ? forced : plan_split_k(w.tiles(), w.stages, cluster_wave, max_s, cluster_fixed).k;
+    while (s > 1 && cluster_wave(s) < 1) --s;
+    w.cluster = true;
+  } else {  // with the workspace forced no cluster can run, so this plans the workspace alone
     const SplitSumChoice c = choose_split_sum(w.tiles(), w.stages, occ.waves[1], cluster_wave, max_s, ws_fixed,
                                               cluster_fixed, forced);
     s = c.k;
     w.cluster = c.cluster;
-  } else {
-    w.cluster = a.cluster_sum == 1;
-    if (forced >= 1)
-      s = forced;
-    else if (w.cluster)
-      s = plan_split_k(w.tiles(), w.stages, cluster_wave, max_s, cluster_fixed).k;
-    else
-      s = plan_split_k(w.tiles(), w.stages, [&](int64_t) { return occ.waves[1]; }, max_s, ws_fixed).k;
-    if (w.cluster)
-      while (s > 1 && cluster_wave(s) < 1) --s;
   }
   w.splits = int(s > 1 ? s : 1);
   if (w.splits == 1) w.cluster = false;
