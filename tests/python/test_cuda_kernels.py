@@ -66,6 +66,22 @@ def test_qlinear_w4_few_rows_and_long_k(dtype, k, group, sym, m):
     check(y, reference(x, qweight, scales, zeros, bias, 4, gs), dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("k,group,sym", [(4096, 16, False), (8192, -1, True), (14336, 128, False), (16384, 64, True),
+                                         (16416, 96, False)])
+def test_qlinear_w8_one_row_every_cta_size(dtype, k, group, sym):
+    # One row of x at 8 bits: one 16-code lane-chunk per lane up to K = 4096,
+    # two (tiles of 2 rows) up to K = 16384, the classic kernel beyond; N = 203
+    # ends in a partial tile.
+    n = 203
+    gs = k if group == -1 else group
+    qweight, scales, zeros = packed(n, k, 8, gs, sym, torch.float16, seed=k)
+    x = torch.randn(1, k, dtype=dtype, device="cuda")
+    bias = torch.randn(n, dtype=dtype, device="cuda")
+    y = torch.ops.quantcore.qlinear(x, qweight, scales, zeros, bias, 8, gs)
+    check(y, reference(x, qweight, scales, zeros, bias, 8, gs), dtype)
+
+
 @pytest.mark.parametrize("scale_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("bits", [4, 8])
 def test_qlinear_reads_every_scale_dtype(scale_dtype, bits):
@@ -236,20 +252,21 @@ def test_qgemm_tc_split_k_inside_a_cuda_graph():
     check(ys[0], reference(xs[0], *canon, None, 4, 128), torch.float16)
 
 
-@pytest.mark.parametrize("rows", [1, 4, 16, 200])
-def test_dependent_layers_inside_a_cuda_graph(rows):
+@pytest.mark.parametrize("rows,bits", [(1, 4), (1, 8), (4, 4), (16, 4), (200, 4)])
+def test_dependent_layers_inside_a_cuda_graph(rows, bits):
     # Under graph capture the kernels launch with programmatic dependent launch
     # (sm_90): each may start before the previous one ends and must wait before
     # reading its output. A chain of quantized layers, each reading the last
     # one's output, replayed from a graph must equal the same chain run eagerly.
     # (A build without the wait passed this test on the H100 but failed the
-    # split-K graph test above, whose counters are read first thing.)
+    # split-K graph test above, whose counters are read first thing.) The
+    # weights are read before the wait: they are no kernel's output.
     torch.manual_seed(0)
     layers = []
     for _ in range(6):
         lin = torch.nn.Linear(1024, 1024)
         torch.nn.init.normal_(lin.weight, std=1024 ** -0.5)  # outputs as large as inputs, layer after layer
-        layers.append(quantcore.QuantLinear.from_linear(lin, RTNConfig(bits=4, group_size=128)).cuda())
+        layers.append(quantcore.QuantLinear.from_linear(lin, RTNConfig(bits=bits, group_size=128)).cuda())
 
     def chain(x):  # nothing between the layers: each kernel directly follows the last
         for layer in layers:

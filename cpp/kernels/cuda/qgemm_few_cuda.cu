@@ -59,7 +59,6 @@ __global__ void __launch_bounds__(32 * kFewWarps, 2) qgemm_w4_few_kernel(QGemmTc
   const int64_t my_strips = strips > blockIdx.x ? (strips - 1 - blockIdx.x) / gridDim.x + 1 : 0;
   const int64_t n_chunks = my_strips * cps;
 
-  wait_for_previous_grid();
   // Codes of chunk c: strip blockIdx.x + (c / cps) gridDim.x, K tiles warp + kFewWarps (D (c % cps) + i).
   uint4 nxt[D];
   auto load_chunk = [&](int64_t c) {
@@ -72,7 +71,10 @@ __global__ void __launch_bounds__(32 * kFewWarps, 2) qgemm_w4_few_kernel(QGemmTc
       nxt[i] = c < n_chunks && kt < KT ? load_codes_nc(src + int64_t(kt) * 128) : make_uint4(0, 0, 0, 0);
     }
   };
+  // The first chunk of codes streams in before the wait, x after it
+  // (wait_for_previous_grid in weight_stream.cuh says why that is safe).
   load_chunk(0);
+  wait_for_previous_grid();
   {  // x -> shared memory, 16 bytes a copy
     const int pieces = int(a.K / 8);
     const T* x = reinterpret_cast<const T*>(a.x);

@@ -217,8 +217,10 @@ __global__ void __launch_bounds__(P::kThreads, 1) qgemm_w4_wg_kernel(QGemmTcArgs
       nxt[i] = strip_ok && base + i < n_tiles ? load_codes_nc(codes + int64_t(base + i) * 128) : make_uint4(0, 0, 0, 0);
   };
 
-  wait_for_previous_grid();
+  // The first chunk of codes streams in before the wait, x after it
+  // (wait_for_previous_grid in weight_stream.cuh says why that is safe).
   load_chunk(0);
+  wait_for_previous_grid();
 #pragma unroll
   for (int s = 0; s < S - 1; ++s) {
     if (s < n_stages) copy_stage(s);

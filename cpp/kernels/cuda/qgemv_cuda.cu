@@ -2,8 +2,9 @@
 // in steps (a step is 32 lanes x one 16-byte weight load per row), each lane
 // keeping its slice of x in registers and walking the CTA's rows, so weights
 // stream from HBM with kRows independent 16-byte loads in flight per lane.
-// 4-bit with one to four rows of x (decode) has its own kernel: a persistent
-// grid of CTAs sweeping row tiles, with the next tile's loads in flight (below).
+// Decode (one row of x, and 2-4 rows at 4 bits) has its own kernel: a
+// persistent grid of CTAs sweeping row tiles, with the next tile's loads in
+// flight (below).
 //
 // 4-bit codes become fp16 pairs with the magic-number trick: OR-ing a nibble
 // into the mantissa of 1024 (fp16 0x6400) gives 1024 + q exactly, and
@@ -16,6 +17,7 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
+#include <cstdlib>
 
 #include "float_types.cuh"
 #include "qgemv_cuda.h"
@@ -179,18 +181,23 @@ __global__ void __launch_bounds__(kWarp* WARPS) qgemv_w4_kernel(QGemvArgs a, int
   finish<T, MT, kRowsW4, WARPS>(acc, a, m0, row0);
 }
 
-// ---- 4-bit, M = 1 ----
-// On the smaller decode shapes the classic kernel above runs about two waves
+// ---- M = 1 (4- and 8-bit) and 2-4 rows of x (4-bit) ----
+// On the smaller decode shapes the classic kernels above run about two waves
 // of short CTAs (255 registers: 2 CTAs, 8 warps per SM; 8192 x 8192 is 512
-// CTAs), so much of its time is ramp-up, lock-step load bursts and tail. This
+// CTAs), so much of their time is ramp-up, lock-step load bursts and tail. This
 // one keeps every SM streaming: a persistent grid (one wave) of CTAs walks
 // tiles of ROWS consecutive rows (each tile one contiguous block of codes).
 // The CTA's T = blockDim.x lanes split K, lane t taking lane-chunks t, t + T,
-// ... (J of them, T sized to K), so x is scaled into registers once per CTA
+// ... (J of them, T sized to K), so x is read into registers once per CTA
 // for all its tiles; the codes and scales of the CTA's next tile are
 // requested before the current tile's math and CTA-wide reduction. Per
-// lane-chunk the arithmetic is the classic kernel's (dot32_w4), so results
-// match it up to summation order.
+// lane-chunk the arithmetic is the classic kernels' (dot32_w4 / the fp32
+// byte trick), so results match them up to summation order.
+//
+// The first tile's codes and scales are requested before the wait for the
+// previous kernel (programmatic dependent launch), so they stream in while
+// it drains; x and y stay behind the wait (why that is safe:
+// wait_for_previous_grid in weight_stream.cuh).
 
 // Group of a lane-chunk: a shift for power-of-two groups, else a division.
 struct GroupOf {
@@ -238,7 +245,7 @@ __device__ __forceinline__ float dot32_w4(const uint4& w, const __half2 (&xp)[4]
   return (fe.x + fe.y) + (fo.x + fo.y);
 }
 
-constexpr int kM1MaxWarps = 16;  // T <= 512 lanes; with J = 2, K up to 32768
+constexpr int kM1MaxWarps = 16;  // T <= 512 lanes; with J = 2, K up to 32768 (4-bit) / 16384 (8-bit)
 
 // The 16 (q - z) fp16 pairs of one lane-chunk, for several rows of x (the
 // operands dot32_w4 forms, so sums match it exactly).
@@ -267,19 +274,76 @@ __device__ __forceinline__ float dot32_dequantized(const __half2 (&d)[4][4], con
   return (fe.x + fe.y) + (fo.x + fo.y);
 }
 
+// A lane-chunk: one 16-byte load of a row's codes and the slice of x it
+// multiplies, kept in registers. dot() returns (q - z) . x for one row,
+// before the group scale.
+template <int BITS>
+struct LaneChunk;
+
+template <>
+struct LaneChunk<4> {
+  static constexpr int kCodes = 32;
+  static constexpr float kSymZero = 8.f;
+  struct X {
+    __half2 xp[4][4];  // scaled by a power of two (load_x_chunk)
+    float unscale;
+  };
+  template <typename T>
+  __device__ __forceinline__ static void load_x(const T* src, X& x) {
+    x.unscale = load_x_chunk<T>(src, x.xp);
+  }
+  __device__ __forceinline__ static void zero_x(X& x) { x.unscale = 0.f; }
+  __device__ __forceinline__ static float dot(const uint4& w, const X& x, float z) {
+    const __half2 lo_off = __float2half2_rn(1024.f + z), hi_off = __float2half2_rn(-64.f - z);
+    return dot32_w4(w, x.xp, lo_off, hi_off) * x.unscale;  // a power of two: exact
+  }
+};
+
+template <>
+struct LaneChunk<8> {
+  static constexpr int kCodes = 16;
+  static constexpr float kSymZero = 128.f;
+  struct X {
+    float v[16];
+  };
+  template <typename T>
+  __device__ __forceinline__ static void load_x(const T* src, X& x) {
+    const uint4 raw[2] = {__ldg(reinterpret_cast<const uint4*>(src)), __ldg(reinterpret_cast<const uint4*>(src) + 1)};
+    const T* t = reinterpret_cast<const T*>(raw);
+#pragma unroll
+    for (int i = 0; i < 16; ++i) x.v[i] = to_float<T>(t[i]);
+  }
+  __device__ __forceinline__ static void zero_x(X& x) {
+#pragma unroll
+    for (int i = 0; i < 16; ++i) x.v[i] = 0.f;
+  }
+  __device__ __forceinline__ static float dot(const uint4& w, const X& x, float z) {
+    const float base = 8388608.f + z;
+    const uint32_t q[4] = {w.x, w.y, w.z, w.w};
+    float d = 0.f;
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int b = 0; b < 4; ++b)  // 2^23 + byte, then minus 2^23 + z: exact
+        d = fmaf(__uint_as_float(__byte_perm(q[i], 0x4B000000u, 0x7440 + b)) - base, x.v[4 * i + b], d);
+    return d;
+  }
+};
+
 // ROWS x J 16-byte loads per lane per tile: 4 measured best on the H100
 // (8: more registers, fewer CTAs per SM; likewise loading 2 tiles ahead).
-// MT > 1 serves MT rows of x in one pass over the weights (J = 1): each
-// lane-chunk is dequantized once and multiplied by every row's x, which
+// MT > 1 (4-bit) serves MT rows of x in one pass over the weights (J = 1):
+// each lane-chunk is dequantized once and multiplied by every row's x, which
 // stays in registers (16 per row per lane-chunk).
-template <typename T, typename ScaleT, int ROWS, int J, int MT, bool ASYM>
-__global__ void __launch_bounds__(kWarp* kM1MaxWarps) qgemv_w4_m1_kernel(QGemvArgs a) {
-  static_assert(MT == 1 || J == 1, "several rows of x: one lane-chunk per lane");
+template <typename T, typename ScaleT, int BITS, int ROWS, int J, int MT, bool ASYM>
+__global__ void __launch_bounds__(kWarp* kM1MaxWarps) qgemv_m1_kernel(QGemvArgs a) {
+  static_assert(MT == 1 || (J == 1 && BITS == 4), "several rows of x: 4-bit, one lane-chunk per lane");
+  using C = LaneChunk<BITS>;
   const int tid = threadIdx.x, warp = tid / kWarp, lane = tid % kWarp, nthreads = blockDim.x;
-  const int chunks = int(a.K / 32);
-  const int64_t words4 = a.K / 32, groups = a.K / a.group_size;
+  const int chunks = int(a.K / C::kCodes);
+  const int64_t words4 = a.K / C::kCodes, groups = a.K / a.group_size;
   const int64_t tiles = (a.N + ROWS - 1) / ROWS;
-  const GroupOf group_of(int(a.group_size / 32));
+  const GroupOf group_of(int(a.group_size / C::kCodes));
   bool live[J];  // lane-chunk j exists (the last warp may have idle lanes)
   int gj[J];
 #pragma unroll
@@ -287,7 +351,6 @@ __global__ void __launch_bounds__(kWarp* kM1MaxWarps) qgemv_w4_m1_kernel(QGemvAr
     live[j] = tid + j * nthreads < chunks;
     gj[j] = group_of(live[j] ? tid + j * nthreads : 0);
   }
-  wait_for_previous_grid();
   // Codes, scales and zeros of tile lt, the CTA's next tile.
   uint4 wq[ROWS][J];
   ScaleT sq[ROWS][J];
@@ -313,18 +376,20 @@ __global__ void __launch_bounds__(kWarp* kM1MaxWarps) qgemv_w4_m1_kernel(QGemvAr
     lt += gridDim.x;
   };
   int64_t tile = lt;
-  load_next();  // the first tile's codes go out before x is read
-  __half2 xp[MT][J][4][4];
-  float unscale[MT][J];
+  load_next();  // the first tile's weights: before the wait (see above)
+  wait_for_previous_grid();
+  typename C::X xs[MT][J];
 #pragma unroll
   for (int m = 0; m < MT; ++m) {
     const int64_t mm = m < a.M ? m : a.M - 1;  // rows past M repeat the last one, never written
 #pragma unroll
-    for (int j = 0; j < J; ++j)
-      unscale[m][j] = live[j] ? load_x_chunk<T>(reinterpret_cast<const T*>(a.x) + mm * a.K +
-                                                    int64_t(tid + j * nthreads) * 32,
-                                                xp[m][j])
-                              : 0.f;
+    for (int j = 0; j < J; ++j) {
+      if (live[j])
+        C::template load_x<T>(reinterpret_cast<const T*>(a.x) + mm * a.K + int64_t(tid + j * nthreads) * C::kCodes,
+                              xs[m][j]);
+      else
+        C::zero_x(xs[m][j]);
+    }
   }
   allow_next_grid();
   // Per-warp partial sums, double-buffered so one barrier per tile suffices.
@@ -350,12 +415,9 @@ __global__ void __launch_bounds__(kWarp* kM1MaxWarps) qgemv_w4_m1_kernel(QGemvAr
         acc[r] = 0.f;
 #pragma unroll
         for (int j = 0; j < J; ++j)
-          if (live[j]) {
-            const float z = ASYM ? float(cz[r][j]) : 8.f;
-            const __half2 lo_off = __float2half2_rn(1024.f + z), hi_off = __float2half2_rn(-64.f - z);
-            acc[r] = fmaf(dot32_w4(cw[r][j], xp[0][j], lo_off, hi_off), to_float<ScaleT>(cs[r][j]) * unscale[0][j],
-                          acc[r]);
-          }
+          if (live[j])
+            acc[r] = fmaf(C::dot(cw[r][j], xs[0][j], ASYM ? float(cz[r][j]) : C::kSymZero),
+                          to_float<ScaleT>(cs[r][j]), acc[r]);
       }
     } else {
       // Row by row: dequantize the row's lane-chunk, then ask for the same row
@@ -371,7 +433,7 @@ __global__ void __launch_bounds__(kWarp* kM1MaxWarps) qgemv_w4_m1_kernel(QGemvAr
         load_row(r);
 #pragma unroll
         for (int m = 0; m < MT; ++m)
-          acc[r * MT + m] = live[0] ? dot32_dequantized(d, xp[m][0]) * (s * unscale[m][0]) : 0.f;
+          acc[r * MT + m] = live[0] ? dot32_dequantized(d, xs[m][0].xp) * (s * xs[m][0].unscale) : 0.f;
       }
       lt += gridDim.x;
     }
@@ -459,9 +521,9 @@ cudaError_t launch(const QGemvArgs& a, int64_t m0, cudaStream_t stream) {
 
 // One wave of the M = 1 kernel (CTAs resident at once, at most one per tile),
 // launched with programmatic stream serialization on Hopper and later.
-template <typename T, typename ScaleT, int ROWS, int J, int MT, bool ASYM>
-cudaError_t launch_w4_m1(const QGemvArgs& a, int warps, cudaStream_t stream) {
-  const auto kernel = qgemv_w4_m1_kernel<T, ScaleT, ROWS, J, MT, ASYM>;
+template <typename T, typename ScaleT, int BITS, int ROWS, int J, int MT, bool ASYM>
+cudaError_t launch_m1(const QGemvArgs& a, int warps, cudaStream_t stream) {
+  const auto kernel = qgemv_m1_kernel<T, ScaleT, BITS, ROWS, J, MT, ASYM>;
   DeviceInfo dev;
   cudaError_t e = current_device_info(dev);
   if (e != cudaSuccess) return e;
@@ -477,33 +539,34 @@ cudaError_t launch_w4_m1(const QGemvArgs& a, int warps, cudaStream_t stream) {
 }
 
 // Sizes the M = 1 kernel's CTA to K: one lane-chunk per lane (J = 1, tiles of
-// 4 rows) up to 8 warps (K <= 8192), else two (J = 2, tiles of 2 rows, so
-// still 4 loads per lane per tile) up to 16 warps (K <= 32768): on the H100
-// 7 warps of J = 2 beat 14 warps of J = 1 at K = 14336 (more CTAs fit per
-// SM), and J = 1 won at K = 4096 and 8192. Returns false for longer K.
-template <typename T, typename ScaleT>
-bool try_launch_w4_m1(const QGemvArgs& a, cudaStream_t stream, cudaError_t& e) {
-  const int64_t chunks = a.K / 32;
+// 4 rows) up to 8 warps (4-bit K <= 8192, 8-bit K <= 4096), else two (J = 2,
+// tiles of 2 rows, so still 4 loads per lane per tile) up to 16 warps (4-bit
+// K <= 32768, 8-bit K <= 16384): on the H100 7 warps of J = 2 beat 14 warps of
+// J = 1 at 4-bit K = 14336 (more CTAs fit per SM), and J = 1 won at 4-bit
+// K = 4096 and 8192. Returns false for longer K.
+template <typename T, typename ScaleT, int BITS>
+bool try_launch_m1(const QGemvArgs& a, cudaStream_t stream, cudaError_t& e) {
+  const int64_t chunks = a.K / LaneChunk<BITS>::kCodes;
   const bool asym = a.zeros != nullptr;
   if (chunks <= kWarp * 8) {
     const int warps = int((chunks + kWarp - 1) / kWarp);
-    e = asym ? launch_w4_m1<T, ScaleT, 4, 1, 1, true>(a, warps, stream)
-             : launch_w4_m1<T, ScaleT, 4, 1, 1, false>(a, warps, stream);
+    e = asym ? launch_m1<T, ScaleT, BITS, 4, 1, 1, true>(a, warps, stream)
+             : launch_m1<T, ScaleT, BITS, 4, 1, 1, false>(a, warps, stream);
     return true;
   }
   if (chunks <= 2 * kWarp * kM1MaxWarps) {
     const int warps = int((chunks + 2 * kWarp - 1) / (2 * kWarp));
-    e = asym ? launch_w4_m1<T, ScaleT, 2, 2, 1, true>(a, warps, stream)
-             : launch_w4_m1<T, ScaleT, 2, 2, 1, false>(a, warps, stream);
+    e = asym ? launch_m1<T, ScaleT, BITS, 2, 2, 1, true>(a, warps, stream)
+             : launch_m1<T, ScaleT, BITS, 2, 2, 1, false>(a, warps, stream);
     return true;
   }
   return false;
 }
 
-// 2 to 4 rows of x: the same kernel with one lane-chunk per lane (K <= 16384),
-// all rows in one pass over the weights; x takes 16 registers per row, so 4
-// rows go with tiles of 2 rows (tiles of 4 spill at 128 registers and measured
-// slower; tiles of 8 for 2 rows gained nothing).
+// 2 to 4 rows of x (4-bit): the same kernel with one lane-chunk per lane (K <=
+// 16384), all rows in one pass over the weights; x takes 16 registers per
+// row, so 4 rows go with tiles of 2 rows (tiles of 4 spill at 128 registers
+// and measured slower; tiles of 8 for 2 rows gained nothing).
 template <typename T, typename ScaleT>
 bool try_launch_w4_rows(const QGemvArgs& a, cudaStream_t stream, cudaError_t& e) {
   const int64_t chunks = a.K / 32;
@@ -511,18 +574,31 @@ bool try_launch_w4_rows(const QGemvArgs& a, cudaStream_t stream, cudaError_t& e)
   const int warps = int((chunks + kWarp - 1) / kWarp);
   const bool asym = a.zeros != nullptr;
   if (a.M == 2)
-    e = asym ? launch_w4_m1<T, ScaleT, 4, 1, 2, true>(a, warps, stream)
-             : launch_w4_m1<T, ScaleT, 4, 1, 2, false>(a, warps, stream);
+    e = asym ? launch_m1<T, ScaleT, 4, 4, 1, 2, true>(a, warps, stream)
+             : launch_m1<T, ScaleT, 4, 4, 1, 2, false>(a, warps, stream);
   else
-    e = asym ? launch_w4_m1<T, ScaleT, 2, 1, 4, true>(a, warps, stream)
-             : launch_w4_m1<T, ScaleT, 2, 1, 4, false>(a, warps, stream);
+    e = asym ? launch_m1<T, ScaleT, 4, 2, 1, 4, true>(a, warps, stream)
+             : launch_m1<T, ScaleT, 4, 2, 1, 4, false>(a, warps, stream);
   return true;
+}
+
+// Whether one row of x at 8 bits takes the persistent kernel above (else the
+// classic one). QUANTCORE_W8_M1=1 / 0 forces it on / off (read once).
+constexpr bool kW8DecodeKernelByDefault = false;  // until it has run on a GPU
+bool w8_decode_kernel() {
+  static const bool on = [] {
+    const char* v = std::getenv("QUANTCORE_W8_M1");
+    return v == nullptr || v[0] == '\0' ? kW8DecodeKernelByDefault : v[0] == '1';
+  }();
+  return on;
 }
 
 template <typename T, typename ScaleT>
 cudaError_t launch_rows(const QGemvArgs& a, cudaStream_t stream) {
   cudaError_t e = cudaSuccess;
-  if (a.bits == 4 && a.M == 1 && try_launch_w4_m1<T, ScaleT>(a, stream, e)) return e;
+  if (a.M == 1 && (a.bits == 4 ? try_launch_m1<T, ScaleT, 4>(a, stream, e)
+                               : w8_decode_kernel() && try_launch_m1<T, ScaleT, 8>(a, stream, e)))
+    return e;
   if (a.bits == 4 && try_launch_w4_rows<T, ScaleT>(a, stream, e)) return e;
   for (int64_t m0 = 0; m0 < a.M; m0 += kQGemvMaxM) {
     const int64_t rows = a.M - m0 < kQGemvMaxM ? a.M - m0 : kQGemvMaxM;

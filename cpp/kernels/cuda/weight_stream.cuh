@@ -25,9 +25,17 @@ __device__ __forceinline__ uint4 load_codes_nc(const void* p) {
 }
 
 // Programmatic dependent launch (sm_90 on): a kernel launched with
-// launch_early() starts while the previous one drains and waits here, before
-// touching global memory, so launch latency overlaps the previous kernel's
-// tail but no read or write moves ahead of it. No-ops without the attribute.
+// launch_early() starts while the previous one drains and waits here before
+// touching anything a kernel may have written (x, y, split-K counters), so
+// launch latency overlaps the previous kernel's tail but no such read or
+// write moves ahead of it. The weights are another matter: the
+// weight-streaming kernels request their first codes before the wait, so
+// those bytes stream in during the previous kernel's tail too. That is safe
+// because a kernel can only start early behind one that calls
+// allow_next_grid(), and only these kernels do, and they write nothing but y,
+// split-K partial sums and counters; any other kernel (one that writes
+// weights, say) has finished before its successor starts. No-ops without the
+// attribute.
 __device__ __forceinline__ void wait_for_previous_grid() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
