@@ -42,7 +42,7 @@ done
 wait $PIDS
 echo "[$SECONDS s] harnesses built: $(ls /tmp/gh_* /tmp/wg_* 2>/dev/null | tr '\n' ' ')"
 /tmp/gh_new check > "$OUT/gemv_check.log" 2>&1; echo "gemv check rc=$?: $(grep -c OK "$OUT/gemv_check.log") OK"; grep -v OK "$OUT/gemv_check.log"
-for v in $(ls /tmp/wg_* | sed 's,/tmp/wg_,,'); do
+for v in $(ls -d /tmp/wg_* | grep -v wg_variants | sed 's,/tmp/wg_,,'); do
   [ $v = old ] && continue
   /tmp/wg_$v check > "$OUT/wg_check_$v.log" 2>&1; echo "wg $v check rc=$?: $(grep -c ' OK' "$OUT/wg_check_$v.log") OK"
 done
@@ -50,7 +50,7 @@ done
   for rep in 1 2; do
     for v in old new; do
       [ -x /tmp/gh_$v ] || continue
-      echo "== gemv $v rep $rep"; NOCUBLAS=$([ $v = old ] && echo 1) /tmp/gh_$v time
+      echo "== gemv $v rep $rep"; if [ $v = old ]; then NOCUBLAS=1 /tmp/gh_$v time; else /tmp/gh_$v time; fi
     done
   done
   echo "== gemv new, balanced grid"; BALANCE=1 NOCUBLAS=1 /tmp/gh_new time
@@ -60,7 +60,7 @@ done
 echo "[$SECONDS s] gemv timings"; grep -v "^check" "$OUT/gemv_time.log"
 {
   for rep in ${WG_REPS:-1}; do
-    for v in $(ls /tmp/wg_* | sed 's,/tmp/wg_,,'); do
+    for v in $(ls -d /tmp/wg_* | grep -v wg_variants | sed 's,/tmp/wg_,,'); do
       echo "== wg $v rep $rep"; NOCHECK=1 MS=16,64,256 /tmp/wg_$v all
     done
   done

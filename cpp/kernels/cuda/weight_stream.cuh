@@ -28,14 +28,15 @@ __device__ __forceinline__ uint4 load_codes_nc(const void* p) {
 // launch_early() starts while the previous one drains and waits here before
 // touching anything a kernel may have written (x, y, split-K counters), so
 // launch latency overlaps the previous kernel's tail but no such read or
-// write moves ahead of it. The weights are another matter: the
-// weight-streaming kernels request their first codes before the wait, so
-// those bytes stream in during the previous kernel's tail too. That is safe
-// because a kernel can only start early behind one that calls
-// allow_next_grid(), and only these kernels do, and they write nothing but y,
-// split-K partial sums and counters; any other kernel (one that writes
-// weights, say) has finished before its successor starts. No-ops without the
-// attribute.
+// write moves ahead of it. The weight-streaming kernels request their first
+// codes before the wait, so those bytes stream in during the previous kernel's
+// tail too. Only the wait promises that the previous kernel's writes are
+// visible (a CTA that never triggers does so implicitly when it exits), so
+// this is safe only because no kernel in a PDL chain right before these ones
+// writes weights: our own kernels trigger after their own wait and write
+// nothing but y, split-K partial sums and counters. A graph that writes a
+// layer's weights in the kernel right before using it needs QUANTCORE_PDL=0.
+// No-ops without the attribute.
 __device__ __forceinline__ void wait_for_previous_grid() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
