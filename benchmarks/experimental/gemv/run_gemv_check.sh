@@ -10,21 +10,11 @@
 #     git show b19da15:cpp/kernels/cuda/$f > benchmarks/experimental/baseline/$f; done
 # LEAN=1 runs the harnesses only; BENCH_ARGS passes arguments to the benchmark.
 # Logs go to $OUT (the device tool's folder) or benchmarks/out/.
-set -u
 export QUANTCORE_W8_M1=${QUANTCORE_W8_M1:-1}  # the 8-bit decode kernel, opt-in until checked here
-export CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++ PATH=/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1
-OUT=${OUT:-benchmarks/out}
-mkdir -p "$OUT"
-R=$PWD
+. benchmarks/experimental/device_setup.sh
 B=benchmarks/experimental/baseline
-nvidia-smi --query-gpu=name,clocks.max.sm --format=csv > "$OUT/gpu.txt"
-# LEAN=1: the harnesses only (no wheel, tests, benchmark or memcheck).
-[ -n "${LEAN:-}" ] || (rm -rf build/wheel
- python3 -m pip wheel --no-build-isolation --no-deps -q -w build/wheel -C cmake.define.QUANTCORE_ENABLE_CUDA=ON \
-   -C cmake.define.CMAKE_CUDA_ARCHITECTURES=90a-real . > "$OUT/build.log" 2>&1 &&
- python3 -m pip install --no-deps -q --force-reinstall build/wheel/*.whl >> "$OUT/build.log" 2>&1
- echo "wheel rc=$?" >> "$OUT/build.log") &
-WHEEL=$!
+WHEEL=""
+[ -n "${LEAN:-}" ] || start_wheel_build  # LEAN=1: the harnesses only (no wheel, tests, benchmark or memcheck)
 NV="nvcc -std=c++17 -O3 -gencode arch=compute_90a,code=sm_90a -DQUANTCORE_HAVE_SM90A -Icpp/kernels/cuda -Icpp/kernels -Icpp"
 PIDS=""
 $NV -DQC_HAVE_LAUNCH_M1 '-DGEMVFILE="qgemv_cuda.cu"' benchmarks/experimental/gemv/gemv_harness.cu -lcublas -o /tmp/gh_new > "$OUT/hbuild_gh_new.log" 2>&1 & PIDS="$PIDS $!"

@@ -3,20 +3,9 @@
 # workspace, the cluster's shared memory) checked and timed side by side, then
 # the extension's CUDA tests, memcheck and the issue benchmark, in one run.
 # Logs go to $OUT (the device tool's folder) or benchmarks/out/.
-set -u
-export CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++ PATH=/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1
-OUT=${OUT:-benchmarks/out}
-mkdir -p "$OUT"
-R=$PWD
+. benchmarks/experimental/device_setup.sh
 H=benchmarks/experimental/wg
-nvidia-smi --query-gpu=name,clocks.max.sm --format=csv > "$OUT/gpu.txt"
-# The extension builds on the CPUs while the harness runs on the GPU.
-(rm -rf build/wheel
- python3 -m pip wheel --no-build-isolation --no-deps -q -w build/wheel -C cmake.define.QUANTCORE_ENABLE_CUDA=ON \
-   -C cmake.define.CMAKE_CUDA_ARCHITECTURES=90a-real . > "$OUT/build.log" 2>&1 &&
- python3 -m pip install --no-deps -q --force-reinstall build/wheel/*.whl >> "$OUT/build.log" 2>&1
- echo "wheel rc=$?" >> "$OUT/build.log") &
-WHEEL=$!
+start_wheel_build  # the extension builds on the CPUs while the harness runs on the GPU
 nvcc -std=c++17 -O3 -gencode arch=compute_90a,code=sm_90a -DQUANTCORE_HAVE_SM90A '-DWGFILE="qgemm_wg_cuda.cu"' \
   -Icpp/kernels/cuda -Icpp/kernels -Icpp $H/wg_harness.cu -lcublas -o /tmp/wgh > "$OUT/harness_build.log" 2>&1 ||
   { echo "harness build failed"; tail -20 "$OUT/harness_build.log"; }

@@ -56,6 +56,29 @@ __device__ __forceinline__ __half2 dot8_w4(uint32_t q, const __half2 xp[4], __ha
   return acc;
 }
 
+// (q - z) . x over one lane-chunk (32 codes): two chains of 8 products per
+// half keep fp16's rounding small.
+__device__ __forceinline__ float dot32_w4(const uint4& w, const __half2 (&xp)[4][4], __half2 lo_off, __half2 hi_off) {
+  __half2 even = __float2half2_rn(0.f), odd = even;
+  even = dot8_w4(w.x, xp[0], lo_off, hi_off, even);
+  odd = dot8_w4(w.y, xp[1], lo_off, hi_off, odd);
+  even = dot8_w4(w.z, xp[2], lo_off, hi_off, even);
+  odd = dot8_w4(w.w, xp[3], lo_off, hi_off, odd);
+  const float2 fe = __half22float2(even), fo = __half22float2(odd);
+  return (fe.x + fe.y) + (fo.x + fo.y);
+}
+
+// The 16 codes of an 8-bit lane-chunk minus the zero point, in fp32: 2^23 +
+// byte (byte_perm into the mantissa of 2^23), then minus 2^23 + z: exact.
+__device__ __forceinline__ void w8_minus_zero(const uint4& w, float z, float (&c)[16]) {
+  const float base = 8388608.f + z;
+  const uint32_t q[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int b = 0; b < 4; ++b) c[4 * i + b] = __uint_as_float(__byte_perm(q[i], 0x4B000000u, 0x7440 + b)) - base;
+}
+
 // A lane's 32 activations as fp16 pairs in nibble order, scaled by a power of
 // two so the largest is in [128, 256): 16 products of codes (|q - z| <= 15)
 // then stay below fp16's 65504, and bf16 inputs convert without overflow.
@@ -163,18 +186,9 @@ __global__ void __launch_bounds__(kWarp* WARPS) qgemv_w4_kernel(QGemvArgs a, int
         const float s = load_scale<ScaleT>(a.scales, row * groups + g);
         const float z = a.zeros ? float(__ldg(a.zeros + row * groups + g)) : 8.f;
         const __half2 lo_off = __float2half2_rn(1024.f + z), hi_off = __float2half2_rn(-64.f - z);
-        const uint32_t q[4] = {wq[u][r].x, wq[u][r].y, wq[u][r].z, wq[u][r].w};
 #pragma unroll
-        for (int m = 0; m < MT; ++m) {
-          // Two chains of 8 products per half keep fp16's rounding small.
-          __half2 even = __float2half2_rn(0.f), odd = even;
-          even = dot8_w4(q[0], xp[m][0], lo_off, hi_off, even);
-          odd = dot8_w4(q[1], xp[m][1], lo_off, hi_off, odd);
-          even = dot8_w4(q[2], xp[m][2], lo_off, hi_off, even);
-          odd = dot8_w4(q[3], xp[m][3], lo_off, hi_off, odd);
-          const float2 fe = __half22float2(even), fo = __half22float2(odd);
-          acc[r][m] = fmaf((fe.x + fe.y) + (fo.x + fo.y), s * unscale[m], acc[r][m]);
-        }
+        for (int m = 0; m < MT; ++m)
+          acc[r][m] = fmaf(dot32_w4(wq[u][r], xp[m], lo_off, hi_off), s * unscale[m], acc[r][m]);
       }
     }
   }
@@ -191,8 +205,8 @@ __global__ void __launch_bounds__(kWarp* WARPS) qgemv_w4_kernel(QGemvArgs a, int
 // ... (J of them, T sized to K), so x is read into registers once per CTA
 // for all its tiles; the codes and scales of the CTA's next tile are
 // requested before the current tile's math and CTA-wide reduction. Per
-// lane-chunk the arithmetic is the classic kernels' (dot32_w4 / the fp32
-// byte trick), so results match them up to summation order.
+// lane-chunk the arithmetic is the classic kernels' (dot32_w4 /
+// w8_minus_zero), so results match them up to summation order.
 //
 // The first tile's codes and scales are requested before the wait for the
 // previous kernel (programmatic dependent launch), so they stream in while
@@ -231,18 +245,6 @@ __device__ __forceinline__ float warp_reduce_many(float (&v)[R], int lane) {
     }
   }
   return v[0];
-}
-
-// (q - z) . x over one lane-chunk (32 codes), as the classic kernel sums it:
-// two chains of 8 products per half keep fp16's rounding small.
-__device__ __forceinline__ float dot32_w4(const uint4& w, const __half2 (&xp)[4][4], __half2 lo_off, __half2 hi_off) {
-  __half2 even = __float2half2_rn(0.f), odd = even;
-  even = dot8_w4(w.x, xp[0], lo_off, hi_off, even);
-  odd = dot8_w4(w.y, xp[1], lo_off, hi_off, odd);
-  even = dot8_w4(w.z, xp[2], lo_off, hi_off, even);
-  odd = dot8_w4(w.w, xp[3], lo_off, hi_off, odd);
-  const float2 fe = __half22float2(even), fo = __half22float2(odd);
-  return (fe.x + fe.y) + (fo.x + fo.y);
 }
 
 constexpr int kM1MaxWarps = 16;  // T <= 512 lanes; with J = 2, K up to 32768 (4-bit) / 16384 (8-bit)
@@ -292,11 +294,11 @@ struct LaneChunk<4> {
   __device__ __forceinline__ static void load_x(const T* src, X& x) {
     x.unscale = load_x_chunk<T>(src, x.xp);
   }
-  __device__ __forceinline__ static void zero_x(X& x) { x.unscale = 0.f; }
   __device__ __forceinline__ static float dot(const uint4& w, const X& x, float z) {
     const __half2 lo_off = __float2half2_rn(1024.f + z), hi_off = __float2half2_rn(-64.f - z);
     return dot32_w4(w, x.xp, lo_off, hi_off) * x.unscale;  // a power of two: exact
   }
+  __device__ __forceinline__ static void zero_x(X& x) { x.unscale = 0.f; }
 };
 
 template <>
@@ -318,14 +320,10 @@ struct LaneChunk<8> {
     for (int i = 0; i < 16; ++i) x.v[i] = 0.f;
   }
   __device__ __forceinline__ static float dot(const uint4& w, const X& x, float z) {
-    const float base = 8388608.f + z;
-    const uint32_t q[4] = {w.x, w.y, w.z, w.w};
-    float d = 0.f;
+    float c[16], d = 0.f;
+    w8_minus_zero(w, z, c);
 #pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-      for (int b = 0; b < 4; ++b)  // 2^23 + byte, then minus 2^23 + z: exact
-        d = fmaf(__uint_as_float(__byte_perm(q[i], 0x4B000000u, 0x7440 + b)) - base, x.v[4 * i + b], d);
+    for (int i = 0; i < 16; ++i) d = fmaf(c[i], x.v[i], d);
     return d;
   }
 };
@@ -384,6 +382,8 @@ __global__ void __launch_bounds__(kWarp* kM1MaxWarps) qgemv_m1_kernel(QGemvArgs 
     const int64_t mm = m < a.M ? m : a.M - 1;  // rows past M repeat the last one, never written
 #pragma unroll
     for (int j = 0; j < J; ++j) {
+      // A lane-chunk past K is never used; zeroing it anyway keeps the
+      // registers the 4-bit kernels were tuned with (3 more without, at 2 rows of x).
       if (live[j])
         C::template load_x<T>(reinterpret_cast<const T*>(a.x) + mm * a.K + int64_t(tid + j * nthreads) * C::kCodes,
                               xs[m][j]);
@@ -488,14 +488,8 @@ __global__ void __launch_bounds__(kWarp* kWarpsPerCta) qgemv_w8_kernel(QGemvArgs
     for (int r = 0; r < kRows; ++r) {
       const int64_t row = row0 + r < a.N ? row0 + r : a.N - 1;
       const float s = load_scale<ScaleT>(a.scales, row * groups + g);
-      const float base = 8388608.f + (a.zeros ? float(__ldg(a.zeros + row * groups + g)) : 128.f);
-      const uint32_t q[4] = {wq[r].x, wq[r].y, wq[r].z, wq[r].w};
       float c[16];
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int b = 0; b < 4; ++b)  // 2^23 + byte, then minus 2^23 + z: exact
-          c[4 * i + b] = __uint_as_float(__byte_perm(q[i], 0x4B000000u, 0x7440 + b)) - base;
+      w8_minus_zero(wq[r], a.zeros ? float(__ldg(a.zeros + row * groups + g)) : 128.f, c);
 #pragma unroll
       for (int m = 0; m < MT; ++m) {
         float d = 0.f;
