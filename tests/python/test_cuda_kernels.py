@@ -5,6 +5,10 @@ Runs on a GPU with a build made with QUANTCORE_ENABLE_CUDA=ON; skipped elsewhere
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -67,12 +71,14 @@ def test_qlinear_w4_few_rows_and_long_k(dtype, k, group, sym, m):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("k,group,sym", [(4096, 16, False), (8192, -1, True), (14336, 128, False), (16384, 64, True),
-                                         (16416, 96, False)])
+@pytest.mark.parametrize("k,group,sym", [(4096, 16, False), (4128, 32, True), (8192, -1, True), (14336, 128, False),
+                                         (16384, 64, True), (16416, 96, False)])
 def test_qlinear_w8_one_row_every_cta_size(dtype, k, group, sym):
-    # One row of x at 8 bits: one 16-code lane-chunk per lane up to K = 4096,
-    # two (tiles of 2 rows) up to K = 16384, the classic kernel beyond; N = 203
-    # ends in a partial tile.
+    # One row of x at 8 bits. With QUANTCORE_W8_M1=1 (the next test runs this
+    # one so) the decode kernel: one 16-code lane-chunk per lane up to K = 4096,
+    # two (tiles of 2 rows) up to K = 16384 (K = 4128: 258 lane-chunks on 320
+    # lanes, so idle lanes and no second chunks), the classic kernel beyond;
+    # without it the classic kernel throughout. N = 203 ends in a partial tile.
     n = 203
     gs = k if group == -1 else group
     qweight, scales, zeros = packed(n, k, 8, gs, sym, torch.float16, seed=k)
@@ -80,6 +86,17 @@ def test_qlinear_w8_one_row_every_cta_size(dtype, k, group, sym):
     bias = torch.randn(n, dtype=dtype, device="cuda")
     y = torch.ops.quantcore.qlinear(x, qweight, scales, zeros, bias, 8, gs)
     check(y, reference(x, qweight, scales, zeros, bias, 8, gs), dtype)
+
+
+def test_w8_decode_kernel_in_a_process_that_switches_it_on():
+    # QUANTCORE_W8_M1 is read once per process, so the 8-bit decode kernel's
+    # cases (the test above, and the 8-bit PDL chain below) run in a child
+    # pytest with it set.
+    child = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+         "w8_one_row_every_cta_size or (dependent_layers and 1-8)"],
+        env={**os.environ, "QUANTCORE_W8_M1": "1"}, capture_output=True, text=True, timeout=600)
+    assert child.returncode == 0 and " passed" in child.stdout, child.stdout[-3000:] + child.stderr[-2000:]
 
 
 @pytest.mark.parametrize("scale_dtype", [torch.float32, torch.bfloat16])
@@ -264,7 +281,10 @@ def test_dependent_layers_inside_a_cuda_graph(rows, bits):
     torch.manual_seed(0)
     layers = []
     for _ in range(6):
-        lin = torch.nn.Linear(1024, 1024)
+        # No bias: an fp32 bias would be cast to bf16 by a copy kernel before
+        # every layer, and that kernel (no early launch) would separate the
+        # quantized kernels, so a missing wait could not show.
+        lin = torch.nn.Linear(1024, 1024, bias=False)
         torch.nn.init.normal_(lin.weight, std=1024 ** -0.5)  # outputs as large as inputs, layer after layer
         layers.append(quantcore.QuantLinear.from_linear(lin, RTNConfig(bits=bits, group_size=128)).cuda())
 
